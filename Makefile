@@ -1,0 +1,34 @@
+# observe-rt developer commands. Everything runs from the project's own .venv.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup run test unit integration lint bench clean
+
+# Idempotent: seconds on a machine that is already set up.
+setup:
+	bash deploy/setup.sh
+
+# Until the daemon exists: set up, then show what this host can do.
+run: setup
+	$(VENV)/bin/observe-rt doctor
+
+test: setup
+	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/integration -q
+
+unit: setup
+	$(PYTEST) tests/unit -q
+
+integration: setup
+	$(PYTEST) tests/integration -q
+
+lint: setup
+	$(VENV)/bin/ruff check observe_rt tests
+	$(VENV)/bin/ruff format --check observe_rt tests
+
+bench: setup
+	$(VENV)/bin/observe-rt bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from observe_rt.cli import main
+
+raise SystemExit(main())

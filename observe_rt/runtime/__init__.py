@@ -1,0 +1,1 @@
+"""The executor: runs OCI runtime bundles as namespaced, cgroup-limited containers."""
