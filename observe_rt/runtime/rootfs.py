@@ -1,0 +1,277 @@
+"""Build the container's root filesystem inside its new mount namespace, then pivot into it.
+
+Runs in the container init helper (stdlib only). Every path inside the rootfs is resolved with
+openat2(RESOLVE_IN_ROOT) from a descriptor of the rootfs and the mount is made on the opened
+descriptor through /proc/self/fd, so a symlink planted in the image, or swapped in while we work,
+can never point a mount at the host (the CVE-2021-30465 class). Masking binds the host's
+/dev/null after checking it is the 1:3 character device (the CVE-2025-31133 class).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+
+from observe_rt.host import libc
+
+_IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+# (name, major, minor) of the devices every container gets, as runc and containerd create them.
+DEFAULT_DEVICES = (
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7),
+    ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
+)  # fmt: skip
+DEFAULT_SYMLINKS = (
+    ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx"), ("/proc/kcore", "core"),
+)  # fmt: skip
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class Rootfs:
+    """The rootfs directory, reached only through a descriptor opened before any mount."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def open(self, path: str, flags: int = os.O_PATH, resolve: int = _IN_ROOT) -> int:
+        """Open `path` (absolute inside the container) without leaving the rootfs."""
+        return libc.openat2(self.fd, path.lstrip("/") or ".", flags, resolve)
+
+    def makedirs(self, path: str) -> int:
+        """mkdir -p inside the rootfs; returns an O_PATH descriptor of the directory."""
+        current = os.dup(self.fd)
+        try:
+            for part in [p for p in path.split("/") if p]:
+                try:
+                    nxt = libc.openat2(current, part, os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                except FileNotFoundError:
+                    os.mkdir(part, 0o755, dir_fd=current)
+                    nxt = libc.openat2(current, part, os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                os.close(current)
+                current = nxt
+            return current
+        except BaseException:
+            os.close(current)
+            raise
+
+    def make_target(self, path: str, is_dir: bool) -> int:
+        """Create a mount target (directory or empty file) and return an O_PATH descriptor."""
+        if is_dir:
+            return self.makedirs(path)
+        parent, name = os.path.split(path)
+        parent_fd = self.makedirs(parent)
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644,
+                                 dir_fd=parent_fd))
+            return libc.openat2(parent_fd, name, os.O_PATH, _IN_ROOT)
+        finally:
+            os.close(parent_fd)
+
+
+# --- spec mounts -------------------------------------------------------------------------------
+
+
+def prepare(rootfs: str, propagation: int) -> Rootfs:
+    """Stop mount events leaking to the host, and make the rootfs a mount point for pivot_root."""
+    libc.mount(None, "/", None, libc.MS_SLAVE | libc.MS_REC)
+    libc.mount(rootfs, rootfs, None, libc.MS_BIND | libc.MS_REC)
+    libc.mount(None, rootfs, None, libc.MS_PRIVATE)
+    return Rootfs(rootfs)
+
+
+def mount_all(root: Rootfs, mounts: list[dict], cgroup_hierarchies: list[dict]) -> None:
+    for m in mounts:
+        if m["type"] == "cgroup" and not m["bind"]:
+            mount_cgroup(root, m, cgroup_hierarchies)
+        else:
+            mount_one(root, m)
+
+
+def mount_one(root: Rootfs, m: dict) -> None:
+    is_dir = not m["bind"] or os.path.isdir(m["source"])
+    target = root.make_target(m["destination"], is_dir)
+    try:
+        target_path = fd_path(target)
+        flags = m["flags"]
+        if m["bind"]:
+            libc.mount(m["source"], target_path, None, flags & (libc.MS_BIND | libc.MS_REC))
+            # Bind mounts ignore most flags; they take effect on a remount of the new mount.
+            if flags & ~(libc.MS_BIND | libc.MS_REC):
+                _remount(root, m["destination"], flags | libc.MS_BIND)
+        else:
+            data = _with_label(m["data"], m.get("mount_label", ""))
+            libc.mount(m["source"] or m["type"], target_path, m["type"], flags, data or None)
+        for propagation in m["propagation"]:
+            _on(root, m["destination"], lambda p, prop=propagation: libc.mount(None, p, None, prop))
+    finally:
+        os.close(target)
+
+
+def _with_label(data: str, label: str) -> str:
+    if not label:
+        return data
+    return ",".join(filter(None, [data, f'context="{label}"']))
+
+
+def _on(root: Rootfs, path: str, action) -> None:
+    """Run action(path) on a fresh descriptor of `path`, so it reaches the mount now on top."""
+    fd = root.open(path)
+    try:
+        action(fd_path(fd))
+    finally:
+        os.close(fd)
+
+
+def _remount(root: Rootfs, path: str, flags: int) -> None:
+    """Remount `path` with `flags`, keeping the flags the kernel locks (nosuid, nodev, noexec)."""
+
+    def remount(p: str) -> None:
+        locked = _statvfs_flags(p)
+        libc.mount(None, p, None, libc.MS_REMOUNT | flags | locked)
+
+    _on(root, path, remount)
+
+
+def _statvfs_flags(path: str) -> int:
+    st = os.statvfs(path)
+    mapping = ((os.ST_NOSUID, libc.MS_NOSUID), (os.ST_NODEV, libc.MS_NODEV),
+               (os.ST_NOEXEC, libc.MS_NOEXEC))  # fmt: skip
+    return sum(ms for st_flag, ms in mapping if st.f_flag & st_flag)
+
+
+def mount_cgroup(root: Rootfs, m: dict, hierarchies: list[dict]) -> None:
+    """Mount the container's view of cgroupfs (its cgroup namespace decides what it sees).
+
+    On pure v2 that is one cgroup2 mount. On v1 and hybrid hosts it is a tmpfs holding one
+    mount per v1 hierarchy (and 'unified' for the v2 one), as runc builds it.
+    """
+    flags = m["flags"]
+    if len(hierarchies) == 1 and hierarchies[0]["type"] == "cgroup2":
+        target = root.make_target(m["destination"], True)
+        try:
+            libc.mount("cgroup2", fd_path(target), "cgroup2", flags)
+        finally:
+            os.close(target)
+        return
+    tmpfs = dict(m, type="tmpfs", source="tmpfs", data="mode=755", bind=False, propagation=[],
+                 flags=flags & ~libc.MS_RDONLY)  # fmt: skip
+    mount_one(root, tmpfs)
+    for h in hierarchies:
+        sub = dict(m, destination=f"{m['destination']}/{h['name']}", type=h["type"],
+                   source="cgroup", data=h["options"], bind=False, propagation=[])  # fmt: skip
+        mount_one(root, sub)
+    if flags & libc.MS_RDONLY:
+        _remount(root, m["destination"], flags)
+
+
+# --- /dev ------------------------------------------------------------------------------------
+
+
+def populate_dev(root: Rootfs, devices: list[dict], bind_from_host: bool) -> None:
+    """Create the default device nodes, the spec's devices and the usual /dev symlinks.
+
+    In a new user namespace mknod is not allowed, so the host's nodes are bind-mounted instead.
+    """
+    wanted = [{"path": f"/dev/{name}", "type": "c", "major": major, "minor": minor}
+              for name, major, minor in DEFAULT_DEVICES]  # fmt: skip
+    wanted += devices
+    for device in wanted:
+        _make_device(root, device, bind_from_host)
+    dev = root.makedirs("/dev")
+    try:
+        for target, name in DEFAULT_SYMLINKS:
+            with contextlib.suppress(FileExistsError):
+                os.symlink(target, name, dir_fd=dev)
+    finally:
+        os.close(dev)
+
+
+def _make_device(root: Rootfs, device: dict, bind_from_host: bool) -> None:
+    path = device["path"]
+    if bind_from_host:
+        target = root.make_target(path, is_dir=False)
+        try:
+            libc.mount(path, fd_path(target), None, libc.MS_BIND)
+        finally:
+            os.close(target)
+        return
+    kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    mode = kind[device.get("type", "c")] | (device.get("fileMode") or 0o666)
+    parent, name = os.path.split(path)
+    parent_fd = root.makedirs(parent)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent_fd)
+        os.mknod(name, mode, os.makedev(device.get("major", 0), device.get("minor", 0)),
+                 dir_fd=parent_fd)
+        os.chmod(name, mode & 0o7777, dir_fd=parent_fd)  # mknod is subject to the umask
+        os.chown(name, device.get("uid") or 0, device.get("gid") or 0, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+
+
+# --- masking, read-only paths, pivot -----------------------------------------------------------
+
+
+def _open_existing(root: Rootfs, path: str) -> int | None:
+    """Descriptor of `path`, or None when it is absent or reached through a symlink."""
+    try:
+        return root.open(path, os.O_PATH, libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_SYMLINKS)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return None
+        raise
+
+
+def mask_paths(root: Rootfs, paths: list[str]) -> None:
+    null = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(null)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+            raise OSError(errno.EINVAL, "host /dev/null is not the 1:3 character device")
+        for path in paths:
+            fd = _open_existing(root, path)
+            if fd is None:
+                continue
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    libc.mount("tmpfs", fd_path(fd), "tmpfs", libc.MS_RDONLY, "size=0")
+                else:
+                    libc.mount(fd_path(null), fd_path(fd), None, libc.MS_BIND)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(null)
+
+
+def readonly_paths(root: Rootfs, paths: list[str]) -> None:
+    for path in paths:
+        fd = _open_existing(root, path)
+        if fd is None:
+            continue
+        try:
+            libc.mount(fd_path(fd), fd_path(fd), None, libc.MS_BIND | libc.MS_REC)
+        finally:
+            os.close(fd)
+        _remount(root, path, libc.MS_BIND | libc.MS_RDONLY)
+
+
+def pivot(root: Rootfs, propagation: int, readonly: bool) -> None:
+    """pivot_root into the rootfs and detach the host's tree from this mount namespace."""
+    os.fchdir(root.fd)
+    libc.pivot_root(".", ".")
+    libc.umount2(".", libc.MNT_DETACH)
+    os.chdir("/")
+    os.close(root.fd)
+    if propagation:
+        libc.mount(None, "/", None, propagation)
+    if readonly:
+        flags = libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | _statvfs_flags("/")
+        libc.mount(None, "/", None, flags)
