@@ -150,7 +150,8 @@ def mount_cgroup(root: Rootfs, m: dict, hierarchies: list[dict]) -> None:
     """Mount the container's view of cgroupfs (its cgroup namespace decides what it sees).
 
     On pure v2 that is one cgroup2 mount. On v1 and hybrid hosts it is a tmpfs holding one
-    mount per v1 hierarchy (and 'unified' for the v2 one), as runc builds it.
+    mount per v1 hierarchy, as runc builds it (runc leaves hybrid hosts' 'unified' out, and so
+    do we). Unlike runc 1.1 the tmpfs itself is read-only too when the mount asks for "ro".
     """
     flags = m["flags"]
     if len(hierarchies) == 1 and hierarchies[0]["type"] == "cgroup2":
@@ -163,7 +164,7 @@ def mount_cgroup(root: Rootfs, m: dict, hierarchies: list[dict]) -> None:
     tmpfs = dict(m, type="tmpfs", source="tmpfs", data="mode=755", bind=False, propagation=[],
                  flags=flags & ~libc.MS_RDONLY)  # fmt: skip
     mount_one(root, tmpfs)
-    for h in hierarchies:
+    for h in (h for h in hierarchies if h["type"] == "cgroup"):
         sub = dict(m, destination=f"{m['destination']}/{h['name']}", type=h["type"],
                    source="cgroup", data=h["options"], bind=False, propagation=[])  # fmt: skip
         mount_one(root, sub)
@@ -230,12 +231,25 @@ def _open_existing(root: Rootfs, path: str) -> int | None:
         raise
 
 
+def _dev_null(root: Rootfs) -> int:
+    """The container's /dev/null (as runc masks with), or the host's when it has none.
+
+    Either way it is opened without following symlinks and checked to be the 1:3 character
+    device, so an image cannot swap it for a link to a host file (CVE-2025-31133 class).
+    """
+    fd = _open_existing(root, "/dev/null")
+    if fd is None:
+        fd = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "/dev/null is not the 1:3 character device")
+    return fd
+
+
 def mask_paths(root: Rootfs, paths: list[str]) -> None:
-    null = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    null = _dev_null(root)
     try:
-        st = os.fstat(null)
-        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
-            raise OSError(errno.EINVAL, "host /dev/null is not the 1:3 character device")
         for path in paths:
             fd = _open_existing(root, path)
             if fd is None:

@@ -1,0 +1,78 @@
+"""Integration tier: root, the real kernel. Each test gets its own state roots and cgroup parent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.bundles import BundleFactory, make_busybox_rootfs, remove_cgroup_tree
+
+OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+
+
+def pytest_collection_modifyitems(items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="integration tests need root and the real kernel")
+        for item in items:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory) -> Path:
+    return make_busybox_rootfs(tmp_path_factory.mktemp("rootfs") / "rootfs")
+
+
+@pytest.fixture
+def cgroup_parent():
+    parent = f"/observe-rt-test-{uuid.uuid4().hex[:8]}"
+    yield parent
+    remove_cgroup_tree(parent)
+
+
+@pytest.fixture
+def bundles(tmp_path, busybox_rootfs, cgroup_parent) -> BundleFactory:
+    return BundleFactory(tmp_path / "bundles", busybox_rootfs, cgroup_parent)
+
+
+class Cli:
+    """Runs an OCI-style runtime CLI (observe-rt oci or runc) with a private state root."""
+
+    def __init__(self, argv: list[str], root: Path) -> None:
+        self.argv = argv
+        self.root = root
+
+    def __call__(self, *args: str, check: bool = False, timeout: float = 60, **kw):
+        result = subprocess.run(
+            [*self.argv, "--root", str(self.root), *args],
+            capture_output=True, text=True, timeout=timeout, **kw,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def cleanup(self) -> None:
+        if not self.root.exists():
+            return
+        for container_id in os.listdir(self.root):
+            self("delete", "--force", container_id)
+
+
+@pytest.fixture
+def ort(tmp_path):
+    cli = Cli([OBSERVE_RT, "oci"], tmp_path / "ort-state")
+    yield cli
+    cli.cleanup()
+
+
+@pytest.fixture
+def runc(tmp_path):
+    cli = Cli([RUNC], tmp_path / "runc-state")
+    yield cli
+    cli.cleanup()
