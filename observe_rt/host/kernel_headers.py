@@ -23,8 +23,14 @@ KHEADERS = "sys/kernel/kheaders.tar.xz"
 TRACEFS = "sys/kernel/tracing"
 
 # uname machine -> Debian architecture suffix of linux-headers-*-<arch> packages.
-DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64el", "s390x": "s390x",
-               "riscv64": "riscv64", "armv7l": "armmp"}
+DEBIAN_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "armv7l": "armmp",
+}
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,9 @@ def debian_arch(machine: str) -> str:
     return DEBIAN_ARCH.get(machine, machine)
 
 
-def find_kernel_headers(root: Path, release: str, machine: str,
-                        env: Mapping[str, str] | None = None) -> KernelHeaders:
+def find_kernel_headers(
+    root: Path, release: str, machine: str, env: Mapping[str, str] | None = None
+) -> KernelHeaders:
     """Decide which headers bcc will compile against for kernel `release`, mirroring bcc."""
     root = Path(root)
     env = os.environ if env is None else env
@@ -102,8 +109,10 @@ def find_kernel_headers(root: Path, release: str, machine: str,
     if found:
         return found
     if (root / KHEADERS).is_file():
-        return KernelHeaders(release, "/" + KHEADERS, None, release, True, True,
-                             f"bcc extracts kernel {release}'s own headers from /{KHEADERS}")
+        reason = f"bcc extracts kernel {release}'s own headers from /{KHEADERS}"
+        return KernelHeaders(
+            release, f"/{KHEADERS}", None, release, exact=True, in_use=True, reason=reason
+        )
     return _candidate(root, release, debian_arch(machine))
 
 
@@ -116,9 +125,17 @@ def _from_env(root: Path, release: str, env: Mapping[str, str]) -> KernelHeaders
     if not (tree / KCONFIG).is_file():
         return None
     headers_release = _release_of(tree)
-    return KernelHeaders(release, outside(root, tree), outside(root, tree), headers_release,
-                         headers_release == release, True,
-                         f"BCC_KERNEL_SOURCE={source} (headers {headers_release or 'unknown'})")
+    path = outside(root, tree)
+    reason = f"BCC_KERNEL_SOURCE={source} (headers {headers_release or 'unknown'})"
+    return KernelHeaders(
+        release,
+        path,
+        path,
+        headers_release,
+        exact=headers_release == release,
+        in_use=True,
+        reason=reason,
+    )
 
 
 def _from_modules_dir(root: Path, release: str, env: Mapping[str, str]) -> KernelHeaders | None:
@@ -139,10 +156,19 @@ def _from_modules_dir(root: Path, release: str, env: Mapping[str, str]) -> Kerne
     if exact:
         reason = f"kernel {release} headers at {outside(root, tree)}"
     else:
-        reason = (f"kernel {release} has no headers; bcc uses Debian "
-                  f"{headers_release or 'unknown'} headers via {link}")
-    return KernelHeaders(release, outside(root, tree), outside(root, build), headers_release,
-                         exact, True, reason)
+        reason = (
+            f"kernel {release} has no headers; bcc uses Debian "
+            f"{headers_release or 'unknown'} headers via {link}"
+        )
+    return KernelHeaders(
+        release,
+        outside(root, tree),
+        outside(root, build),
+        headers_release,
+        exact=exact,
+        in_use=True,
+        reason=reason,
+    )
 
 
 def _release_of(tree: Path) -> str | None:
@@ -170,27 +196,40 @@ def _candidate(root: Path, release: str, arch: str) -> KernelHeaders:
         if match and tree.is_dir() and common is not None and (common / KCONFIG).is_file():
             headers_release = tree.name.removeprefix("linux-headers-")
             # Exact release first, then newest ABI, then the plain flavour over cloud/rt.
-            key = (headers_release == release, _version_key(match["abi"]),
-                   match["flavour"] == arch)
+            key = (headers_release == release, _version_key(match["abi"]), match["flavour"] == arch)
             trees.append((key, tree, common, headers_release))
     if not trees:
-        return KernelHeaders(release, None, None, None, False, False,
-                             f"no headers for kernel {release} in /lib/modules/{release}, "
-                             f"no /{KHEADERS}, no /usr/src/linux-headers-*-{arch}")
+        reason = (
+            f"no headers for kernel {release} in /lib/modules/{release}, "
+            f"no /{KHEADERS}, no /usr/src/linux-headers-*-{arch}"
+        )
+        return KernelHeaders(release, None, None, None, exact=False, in_use=False, reason=reason)
     _, tree, common, headers_release = max(trees, key=lambda t: t[0])
-    return KernelHeaders(release, outside(root, common), outside(root, tree), headers_release,
-                         headers_release == release, False,
-                         f"kernel {release} has no headers linked; Debian {headers_release} "
-                         f"headers in /usr/src can be linked at /lib/modules/{release}/build")
+    reason = (
+        f"kernel {release} has no headers linked; Debian {headers_release} "
+        f"headers in /usr/src can be linked at /lib/modules/{release}/build"
+    )
+    return KernelHeaders(
+        release,
+        outside(root, common),
+        outside(root, tree),
+        headers_release,
+        exact=headers_release == release,
+        in_use=False,
+        reason=reason,
+    )
 
 
 def _version_key(abi: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", abi))
 
 
-def ensure_kernel_headers(root: Path = Path("/"), release: str | None = None,
-                          machine: str | None = None,
-                          env: Mapping[str, str] | None = None) -> HeadersSetup:
+def ensure_kernel_headers(
+    root: Path = Path("/"),
+    release: str | None = None,
+    machine: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> HeadersSetup:
     """Link /lib/modules/<release>/{build,source} to substitute headers when bcc has none.
 
     Returns the headers found afterwards and the actions taken (none when bcc already had
