@@ -65,6 +65,8 @@ def main() -> None:
     try:
         libc.prctl(libc.PR_SET_DUMPABLE, 0)  # CVE-2019-5736: nobody may open /proc/<us>/exe
         plan = channel.receive()
+        # Opened before any user namespace: the mapped ids may not reach the state root.
+        plan["state_dir_fd"] = os.open(plan["state_dir"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         enter_namespaces(plan, channel)
         pid = os.fork()
         if pid:
@@ -111,7 +113,6 @@ def enter_namespaces(plan: dict, channel: Channel) -> None:
 
 def container_init(plan: dict, channel: Channel) -> None:
     process = plan["process"]
-    fifo_dir = os.open(plan["state_dir"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     if plan["seccomp"]:
         seccomp._libseccomp()  # dlopen while the host's libraries are still reachable
     if any(ns["type"] == "mount" for ns in plan["namespaces"]):
@@ -130,6 +131,8 @@ def container_init(plan: dict, channel: Channel) -> None:
     caps = process["capabilities"]
     drop_bounding(caps["bounding"])  # needs CAP_SETPCAP, gone after a switch to non-root
     switch_user(process)
+    # A uid change resets dumpability to fs.suid_dumpable: make sure it stays off until exec.
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
     set_capabilities(caps)
     if process["no_new_privileges"]:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
@@ -137,7 +140,7 @@ def container_init(plan: dict, channel: Channel) -> None:
         seccomp.load(plan["seccomp"], no_new_privs=True)
     channel.send(ready=True)
     channel.sock.close()
-    wait_for_start(fifo_dir)
+    wait_for_start(plan["state_dir_fd"])
     exec_workload(executable, process)
 
 

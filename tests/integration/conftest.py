@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -49,10 +50,15 @@ class Cli:
         self.root = root
 
     def __call__(self, *args: str, check: bool = False, timeout: float = 60, **kw):
-        result = subprocess.run(
-            [*self.argv, "--root", str(self.root), *args],
-            capture_output=True, text=True, timeout=timeout, **kw,
-        )  # fmt: skip
+        # Files, not pipes: a created container inherits them and would hold a pipe open
+        # long after the runtime exited, as it does with runc.
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            code = subprocess.run(
+                [*self.argv, "--root", str(self.root), *args],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout, **kw,
+            ).returncode  # fmt: skip
+            out.seek(0), err.seek(0)
+            result = subprocess.CompletedProcess(args, code, out.read(), err.read())
         if check and result.returncode != 0:
             raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr}")
         return result
