@@ -229,9 +229,8 @@ def _await_start_byte(fd: int, state: ContainerState) -> None:
     """Wait for the init to open the fifo and write; fail if it died instead."""
     while True:
         ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
-            if os.read(fd, 1):
-                return
+        if ready and os.read(fd, 1):
+            return
         if process_start_time(state.pid) != state.pid_start_time:
             raise ContainerError(f"container {state.id} init exited before start")
 

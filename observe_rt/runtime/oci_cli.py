@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--pid-file", help="write the container's host pid here")
     create.set_defaults(func=_create)
 
-    for name, func, text in (("start", _start, "run the created container's process"),
-                             ("state", _state, "print the container's state as JSON")):
+    for name, func, text in (
+        ("start", _start, "run the created container's process"),
+        ("state", _state, "print the container's state as JSON"),
+    ):
         p = commands.add_parser(name, help=text)
         p.add_argument("id")
         p.set_defaults(func=func)
@@ -33,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     kill.add_argument("--all", "-a", action="store_true", help="signal every process in it")
     kill.set_defaults(func=_kill)
 
-    delete = commands.add_parser("delete", help="delete a stopped (or, with --force, any) container")
+    delete = commands.add_parser(
+        "delete", help="delete a stopped (or, with --force, any) container"
+    )
     delete.add_argument("id")
     delete.add_argument("--force", "-f", action="store_true")
     delete.set_defaults(func=_delete)

@@ -68,8 +68,9 @@ class Rootfs:
         parent_fd = self.makedirs(parent)
         try:
             with contextlib.suppress(FileExistsError):
-                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644,
-                                 dir_fd=parent_fd))
+                os.close(
+                    os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644, dir_fd=parent_fd)
+                )
             return libc.openat2(parent_fd, name, os.O_PATH, _IN_ROOT)
         finally:
             os.close(parent_fd)
@@ -210,8 +211,9 @@ def _make_device(root: Rootfs, device: dict, bind_from_host: bool) -> None:
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=parent_fd)
-        os.mknod(name, mode, os.makedev(device.get("major", 0), device.get("minor", 0)),
-                 dir_fd=parent_fd)
+        os.mknod(
+            name, mode, os.makedev(device.get("major", 0), device.get("minor", 0)), dir_fd=parent_fd
+        )
         os.chmod(name, mode & 0o7777, dir_fd=parent_fd)  # mknod is subject to the umask
         os.chown(name, device.get("uid") or 0, device.get("gid") or 0, dir_fd=parent_fd)
     finally:

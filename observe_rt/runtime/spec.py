@@ -275,7 +275,9 @@ def _capabilities(raw: dict) -> dict[str, int]:
         names = raw.get(cap_set) or []
         for i, name in enumerate(names):
             if name not in capabilities.CAP_NUMBER:
-                raise ValueError(f"process.capabilities.{cap_set}[{i}]: unknown capability {name!r}")
+                raise ValueError(
+                    f"process.capabilities.{cap_set}[{i}]: unknown capability {name!r}"
+                )
         masks[cap_set] = capabilities.to_mask(names, kernel_last)
     return masks
 

@@ -37,8 +37,9 @@ def default_mounts() -> list[dict]:
     ]  # fmt: skip
 
 
-def default_spec(args: list[str] | None = None, rootfs: str = "rootfs",
-                 seccomp: dict | None = None) -> dict:
+def default_spec(
+    args: list[str] | None = None, rootfs: str = "rootfs", seccomp: dict | None = None
+) -> dict:
     """A complete config.json dict; pass a seccomp profile to confine syscalls."""
     caps = list(DEFAULT_CAPABILITIES)
     linux: dict = {

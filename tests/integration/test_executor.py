@@ -120,8 +120,9 @@ subprocess.run(cli + ["start", {container_id!r}], check=True)
 _, status = os.waitpid(pid, 0)
 print(ppid == os.getpid(), os.waitstatus_to_exitcode(status))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.split() == ["True", "42"], result.stderr
 
 

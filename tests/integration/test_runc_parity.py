@@ -70,7 +70,9 @@ def test_mount_table_matches_runc(ort, runc, bundles):
     # the mount says "ro"; observe-rt honours the option.
     theirs.stdout = theirs.stdout.replace("/sys/fs/cgroup tmpfs rw", "/sys/fs/cgroup tmpfs ro")
     assert_same(ours, theirs)
-    assert "/sys/fs/cgroup/memory cgroup ro" in ours.stdout or "/sys/fs/cgroup cgroup2" in ours.stdout
+    assert (
+        "/sys/fs/cgroup/memory cgroup ro" in ours.stdout or "/sys/fs/cgroup cgroup2" in ours.stdout
+    )
     assert "/ overlay" not in ours.stdout  # the rootfs is a bind mount of a plain directory
     assert "/proc proc rw" in ours.stdout
 

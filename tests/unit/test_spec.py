@@ -80,7 +80,8 @@ def test_load_bundle_errors(tmp_path):
 
 def test_mount_options():
     flags, propagation, data = mountopts.parse(
-        ["nosuid", "ro", "rw", "rbind", "rprivate", "mode=755", "size=1k", "tmpcopyup"])
+        ["nosuid", "ro", "rw", "rbind", "rprivate", "mode=755", "size=1k", "tmpcopyup"]
+    )
     assert flags == libc.MS_NOSUID | libc.MS_BIND | libc.MS_REC  # rw cleared ro
     assert propagation == [libc.MS_PRIVATE | libc.MS_REC]
     assert data == "mode=755,size=1k"
@@ -106,7 +107,9 @@ def test_sysctl_paths():
     sysctl.validate({"net.ipv4.ip_unprivileged_port_start": "0", "fs.mqueue.msg_max": "20",
                      "net/ipv4/conf/eth0.100/rp_filter": "1"}, {"network", "ipc"})  # fmt: skip
     assert sysctl.proc_path("kernel.shm_rmid_forced") == "kernel/shm_rmid_forced"
-    assert sysctl.proc_path("net/ipv4/conf/eth0.100/rp_filter") == "net/ipv4/conf/eth0.100/rp_filter"
+    assert (
+        sysctl.proc_path("net/ipv4/conf/eth0.100/rp_filter") == "net/ipv4/conf/eth0.100/rp_filter"
+    )
 
 
 def test_ids():
