@@ -1,7 +1,9 @@
-"""Which cgroup hierarchies a host mounts (v1, hybrid, v2) and which controllers they offer.
+"""Which cgroup hierarchies a host mounts (v1, hybrid, v2 or none) and which controllers they
+offer, as the runtime sees them.
 
-Decided from proc/self/mountinfo (or proc/mounts), proc/cgroups and cgroup.controllers under
-a root path, so fixture trees can stand in for every layout.
+The mounts are parsed and the mode decided by observe_rt.runtime.cgroups.layout, the code that
+places containers; doctor adds only what proc/cgroups says is enabled, and names mount points
+as the host does (a fixture tree's root stripped off).
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from observe_rt.doctor.model import Tree
+from observe_rt.runtime.cgroups.layout import (
+    layout_from_mounts,
+    parse_mountinfo,
+    parse_proc_mounts,
+)
 
 # Controllers a container needs limits from, and those it can live without.
 NEEDED = ("cpu", "memory", "pids")
@@ -17,15 +24,10 @@ OPTIONAL_V2 = ("cpuset", "io", "hugetlb")
 
 
 @dataclass(frozen=True)
-class Mount:
-    point: str
-    fstype: str
-    options: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CgroupLayout:
-    """mode is "v2", "hybrid", "v1" or "none"; v1 maps controller -> mount point."""
+class CgroupView:
+    """mode is the runtime's ("v2", "hybrid", "v1" or "none"); v1 maps each enabled v1
+    controller to its mount point; v2_controllers is sorted. Paths are as the host names them.
+    """
 
     mode: str
     v1: dict[str, str]
@@ -34,34 +36,6 @@ class CgroupLayout:
 
     def usable(self) -> set[str]:
         return set(self.v1) | set(self.v2_controllers)
-
-
-def read_mounts(tree: Tree) -> list[Mount]:
-    """Mounts from proc/self/mountinfo, else proc/mounts (both exist on real hosts)."""
-    info = tree.read("proc/self/mountinfo")
-    if info is not None:
-        return [m for m in map(_parse_mountinfo_line, info.splitlines()) if m]
-    mounts = []
-    for line in (tree.read("proc/mounts") or "").splitlines():
-        fields = line.split()
-        if len(fields) >= 4:
-            mounts.append(Mount(_unescape(fields[1]), fields[2], tuple(fields[3].split(","))))
-    return mounts
-
-
-def _parse_mountinfo_line(line: str) -> Mount | None:
-    # "36 25 0:31 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu"
-    before, sep, after = line.partition(" - ")
-    fields, tail = before.split(), after.split()
-    if not sep or len(fields) < 5 or len(tail) < 2:
-        return None
-    options = tail[2].split(",") if len(tail) > 2 else []
-    return Mount(_unescape(fields[4]), tail[0], tuple(options))
-
-
-def _unescape(path: str) -> str:
-    # The kernel escapes space, tab, newline and backslash as octal (\040 ...).
-    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
 
 
 def enabled_v1_controllers(tree: Tree) -> set[str]:
@@ -74,27 +48,18 @@ def enabled_v1_controllers(tree: Tree) -> set[str]:
     return enabled
 
 
-def detect(tree: Tree) -> CgroupLayout:
-    mounts = read_mounts(tree)
-    enabled = enabled_v1_controllers(tree)
-    v1: dict[str, str] = {}
-    v2_mount = None
-    for mount in mounts:
-        if mount.fstype == "cgroup":
-            for option in mount.options:
-                if option in enabled:
-                    v1.setdefault(option, mount.point)
-        elif mount.fstype == "cgroup2" and v2_mount is None:
-            v2_mount = mount.point
-    v2_controllers: tuple[str, ...] = ()
-    if v2_mount is not None:
-        v2_controllers = tuple((tree.read(f"{v2_mount}/cgroup.controllers") or "").split())
-    if v1 and v2_mount:
-        mode = "hybrid"
-    elif v1:
-        mode = "v1"
-    elif v2_mount:
-        mode = "v2"
+def detect(tree: Tree) -> CgroupView:
+    """From proc/self/mountinfo, else proc/mounts (both exist on real hosts), under `tree`."""
+    info = tree.read("proc/self/mountinfo")
+    if info is not None:
+        mounts = parse_mountinfo(info)
     else:
-        mode = "none"
-    return CgroupLayout(mode, v1, v2_mount, v2_controllers)
+        mounts = parse_proc_mounts(tree.read("proc/mounts") or "")
+    layout = layout_from_mounts(mounts, str(tree.root))
+    enabled = enabled_v1_controllers(tree)
+    return CgroupView(
+        mode=layout.mode,
+        v1={c: tree.host_path(p) for c, p in layout.v1_mounts.items() if c in enabled},
+        v2_mount=tree.host_path(layout.unified) if layout.unified else None,
+        v2_controllers=tuple(sorted(layout.v2_controllers)),
+    )

@@ -70,7 +70,7 @@ def check_cgroups(tree: Tree) -> list[Check]:
     return [_cgroup_mode(layout), _cgroup_controllers(layout)]
 
 
-def _cgroup_mode(layout: cgroup_layout.CgroupLayout) -> Check:
+def _cgroup_mode(layout: cgroup_layout.CgroupView) -> Check:
     controllers = " ".join(layout.v2_controllers) or "none"
     v2 = f"cgroup2 at {layout.v2_mount} (controllers: {controllers})"
     if layout.mode == "v2":
@@ -101,7 +101,7 @@ def _cgroup_mode(layout: cgroup_layout.CgroupLayout) -> Check:
     )
 
 
-def _cgroup_controllers(layout: cgroup_layout.CgroupLayout) -> Check:
+def _cgroup_controllers(layout: cgroup_layout.CgroupView) -> Check:
     usable = layout.usable()
     parts = []
     if layout.v1:

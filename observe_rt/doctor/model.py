@@ -89,6 +89,11 @@ class Tree:
     def path(self, rel: str) -> Path:
         return self.root / rel.lstrip("/")
 
+    def host_path(self, path: str) -> str:
+        """`path` under the root (as runtime code joins it) named as on the host: /sys/..."""
+        rel = os.path.relpath(path, self.root)
+        return "/" if rel == "." else "/" + rel
+
     # Unreadable counts as absent (e.g. tracefs is root-only): never an exception.
     def exists(self, rel: str) -> bool:
         return _safely(self.path(rel).exists)

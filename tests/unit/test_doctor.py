@@ -14,6 +14,7 @@ from observe_rt.cli import main
 from observe_rt.doctor import cgroup_layout, probes, report
 from observe_rt.doctor.checks_probes import TRACEPOINTS
 from observe_rt.doctor.model import BccOutcome, Outcome, Probes, Status, Tree, exit_code
+from observe_rt.runtime.cgroups import detect_layout
 
 RELEASE = "6.18.44-fc-v657"
 NS_FILES = ("pid", "net", "mnt", "ipc", "uts", "cgroup", "user", "time")
@@ -171,7 +172,7 @@ def test_pure_v2_host(tmp_path):
     checks = run_checks(make_host(tmp_path, cgroups="v2"))
     assert checks["cgroup mode"].detail.startswith("v2: cgroup2 at /sys/fs/cgroup")
     assert checks["cgroup controllers"].status is Status.OK
-    assert checks["cgroup controllers"].detail == "v2: cpuset cpu io memory hugetlb pids"
+    assert checks["cgroup controllers"].detail == "v2: cpu cpuset hugetlb io memory pids"
     assert checks["_exit"] == 0
 
 
@@ -196,6 +197,23 @@ def test_cgroup_layout_falls_back_to_proc_mounts(host):
     write(host, "sys/fs/cgroup/cgroup.controllers", "cpu memory pids\n")
     layout = cgroup_layout.detect(Tree(host))
     assert layout.mode == "v2" and layout.v2_controllers == ("cpu", "memory", "pids")
+
+
+@pytest.mark.parametrize("mode", ["v1", "hybrid", "v2"])
+def test_cgroup_mode_is_the_runtimes(tmp_path, mode):
+    root = make_host(tmp_path, cgroups=mode)
+    runtime = detect_layout(str(root / "proc/self/mountinfo"), str(root))
+    view = cgroup_layout.detect(Tree(root))
+    assert view.mode == runtime.mode == mode
+    assert view.v2_controllers == tuple(sorted(runtime.v2_controllers))
+    assert view.v2_mount == (None if mode == "v1" else runtime.unified[len(str(root)) :])
+
+
+def test_cgroup_proc_mounts_fallback_unescapes(host):
+    (host / "proc/self/mountinfo").unlink()
+    write(host, "proc/mounts", "cgroup2 /my\\040cg cgroup2 rw 0 0\n")
+    view = cgroup_layout.detect(Tree(host))
+    assert view.mode == "v2" and view.v2_mount == "/my cg" and view.v2_controllers == ()
 
 
 def test_namespace_decisions(host):

@@ -12,6 +12,8 @@ A host runs one of three cgroup set-ups:
 
 `detect_layout` reads a mountinfo file (proc(5)) rather than asking the kernel, and prefixes
 every mount point with `root`, so unit tests describe a host with a text file and a tmp tree.
+`layout_from_mounts` decides from mounts already parsed (by `parse_mountinfo`, or by
+`parse_proc_mounts` from /proc/mounts text) and says mode "none" where `detect_layout` raises.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class CgroupLayout:
     `v1_mounts` maps each v1 controller name, and each named hierarchy as "name=<n>" (for
     example "name=systemd"), to its mount point; co-mounted controllers ("cpu,cpuacct")
     map to the same directory. `unified` is the cgroup2 mount point or None.
+    `mode` is "v1", "hybrid" or "v2"; "none" (nothing mounted) only from `layout_from_mounts`.
     `v2_controllers` lists the controllers in the cgroup2 root's cgroup.controllers.
     `v1_swap_accounting` says whether the v1 memory hierarchy has memory.memsw.* files.
     """
@@ -105,6 +108,27 @@ def parse_mountinfo(text: str) -> list[_Mount]:
     return mounts
 
 
+def parse_proc_mounts(text: str) -> list[_Mount]:
+    """The cgroup and cgroup2 mounts listed in /proc/mounts text (fstab(5) fields), in order.
+
+    /proc/mounts does not say which directory of a hierarchy is mounted: each counts as its root.
+    """
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[2] not in ("cgroup", "cgroup2"):
+            continue
+        mounts.append(
+            _Mount(
+                mount_point=_unescape(fields[1]),
+                mount_root="/",
+                fstype=fields[2],
+                super_options=tuple(fields[3].split(",")),
+            )
+        )
+    return mounts
+
+
 def _v1_names(options: tuple[str, ...]) -> list[str]:
     """Controller names and "name=<n>" named hierarchies among v1 super options."""
     return [o for o in options if o in V1_CONTROLLERS or o.startswith("name=")]
@@ -138,13 +162,9 @@ def _pick_mounts(mounts: list[_Mount]) -> tuple[dict[str, _Mount], _Mount | None
     return v1, unified
 
 
-def detect_layout(mountinfo_path: str = "/proc/self/mountinfo", root: str = "/") -> CgroupLayout:
-    """Read `mountinfo_path` and describe the host's cgroup hierarchies under `root`.
-
-    Raises RuntimeError when no cgroup filesystem is mounted at all.
-    """
-    with open(mountinfo_path) as f:
-        v1, unified = _pick_mounts(parse_mountinfo(f.read()))
+def layout_from_mounts(mounts: list[_Mount], root: str = "/") -> CgroupLayout:
+    """Describe the cgroup hierarchies of `mounts` under `root`; mode "none" if there are none."""
+    v1, unified = _pick_mounts(mounts)
     v1_mounts = {name: _join_root(root, m.mount_point) for name, m in v1.items()}
     unified_dir = _join_root(root, unified.mount_point) if unified else None
     has_v1_controllers = any(not name.startswith("name=") for name in v1_mounts)
@@ -153,7 +173,7 @@ def detect_layout(mountinfo_path: str = "/proc/self/mountinfo", root: str = "/")
     elif unified_dir:
         mode = "v2"
     else:
-        raise RuntimeError(f"no cgroup or cgroup2 filesystem is mounted (read {mountinfo_path})")
+        return CgroupLayout(mode="none")
     memory = v1_mounts.get("memory")
     swap = bool(memory) and os.path.exists(os.path.join(memory, "memory.memsw.limit_in_bytes"))
     return CgroupLayout(
@@ -163,3 +183,15 @@ def detect_layout(mountinfo_path: str = "/proc/self/mountinfo", root: str = "/")
         v2_controllers=_read_controllers(unified_dir) if unified_dir else frozenset(),
         v1_swap_accounting=swap and mode != "v2",
     )
+
+
+def detect_layout(mountinfo_path: str = "/proc/self/mountinfo", root: str = "/") -> CgroupLayout:
+    """Read `mountinfo_path` and describe the host's cgroup hierarchies under `root`.
+
+    Raises RuntimeError when no cgroup filesystem is mounted at all.
+    """
+    with open(mountinfo_path) as f:
+        layout = layout_from_mounts(parse_mountinfo(f.read()), root)
+    if layout.mode == "none":
+        raise RuntimeError(f"no cgroup or cgroup2 filesystem is mounted (read {mountinfo_path})")
+    return layout
