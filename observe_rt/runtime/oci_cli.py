@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 
-from observe_rt.errors import InvalidArgument
+from observe_rt.errors import AlreadyExists, InvalidArgument
 from observe_rt.runtime.executor import DEFAULT_ROOT, Executor
 
 
@@ -46,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("id")
     run.add_argument("--bundle", "-b", default=".")
     run.set_defaults(func=_run)
+
+    spec = commands.add_parser("spec", help="write a default config.json (containerd defaults)")
+    spec.add_argument("--bundle", "-b", default=".", help="where to write config.json")
+    spec.add_argument("--no-seccomp", action="store_true", help="leave linux.seccomp out")
+    spec.set_defaults(func=_spec)
 
     listing = commands.add_parser("list", help="list containers")
     listing.add_argument("--format", "-f", choices=("table", "json"), default="table")
@@ -92,6 +98,19 @@ def _delete(args) -> int:
 
 def _run(args) -> int:
     return Executor(args.root).run(args.id, args.bundle)
+
+
+def _spec(args) -> int:
+    from observe_rt.runtime.seccomp_default import runtime_default_profile
+    from observe_rt.runtime.spec_default import default_spec
+
+    path = os.path.join(args.bundle, "config.json")
+    if os.path.exists(path):
+        raise AlreadyExists(f"{path} exists; remove it first")
+    profile = None if args.no_seccomp else runtime_default_profile()
+    with open(path, "w") as f:
+        json.dump(default_spec(seccomp=profile), f, indent=2)
+    return 0
 
 
 def _list(args) -> int:

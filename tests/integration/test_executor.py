@@ -213,3 +213,17 @@ def test_pids_limit_stops_fork_bomb(ort, bundles):
     container_id, bundle = bundles.write(spec)
     result = ort("run", container_id, "--bundle", str(bundle))
     assert "can't fork" in result.stderr.lower() or "resource temporarily" in result.stderr.lower()
+
+
+def test_generated_default_spec_runs(ort, bundles, tmp_path):
+    bundle = tmp_path / "generated"
+    bundle.mkdir()
+    ort("spec", "--bundle", str(bundle), check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    config["root"]["path"] = str(bundles.rootfs)
+    config["process"]["args"] = ["sh", "-c", "grep Seccomp: /proc/self/status"]
+    config["linux"]["cgroupsPath"] = f"{bundles.cgroup_parent}/generated"
+    (bundle / "config.json").write_text(json.dumps(config))
+    result = ort("run", "generated", "--bundle", str(bundle), check=True)
+    assert result.stdout.split() == ["Seccomp:", "2"]
