@@ -13,7 +13,10 @@ setup:
 run: setup
 	$(VENV)/bin/observe-rt doctor
 
+# Lint first (seconds), then the unit tier (no root), then the integration tier (root).
 test: setup
+	$(VENV)/bin/ruff check observe_rt tests
+	$(VENV)/bin/ruff format --check observe_rt tests
 	$(PYTEST) tests/unit -q
 	$(PYTEST) tests/integration -q
 

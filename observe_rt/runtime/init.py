@@ -32,7 +32,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from observe_rt.host import libc  # noqa: E402
-from observe_rt.runtime import capabilities, rootfs, seccomp  # noqa: E402
+from observe_rt.runtime import capabilities, lsm, rootfs, seccomp  # noqa: E402
 
 _NS_FLAGS = {
     "user": libc.CLONE_NEWUSER, "ipc": libc.CLONE_NEWIPC, "uts": libc.CLONE_NEWUTS,
@@ -124,6 +124,7 @@ def container_init(plan: dict, channel: Channel) -> None:
     os.chdir(process["cwd"])
     executable = find_executable(process["args"][0], process["path"])
     set_oom_score_adj(process["oom_score_adj"])
+    lsm.set_exec_labels(process["apparmor_profile"], process["selinux_label"])
     for number, soft, hard in process["rlimits"]:
         resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
     if plan["seccomp"] and not process["no_new_privileges"]:
@@ -146,7 +147,7 @@ def container_init(plan: dict, channel: Channel) -> None:
 
 def build_rootfs(plan: dict) -> None:
     root = rootfs.prepare(plan["rootfs"]["path"], plan["rootfs_propagation"])
-    rootfs.mount_all(root, plan["mounts"], plan["cgroup_hierarchies"])
+    rootfs.mount_all(root, plan["mounts"], plan["cgroup_hierarchies"], plan["mount_label"])
     if any(m["destination"] == "/dev" for m in plan["mounts"]):
         new_userns = any(ns["type"] == "user" and not ns["path"] for ns in plan["namespaces"])
         rootfs.populate_dev(root, plan["devices"], bind_from_host=new_userns)

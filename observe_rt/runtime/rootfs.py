@@ -43,22 +43,36 @@ class Rootfs:
         """Open `path` (absolute inside the container) without leaving the rootfs."""
         return libc.openat2(self.fd, path.lstrip("/") or ".", flags, resolve)
 
-    def makedirs(self, path: str) -> int:
-        """mkdir -p inside the rootfs; returns an O_PATH descriptor of the directory."""
-        current = os.dup(self.fd)
+    def makedirs(self, path: str, _links: int = 0) -> int:
+        """mkdir -p inside the rootfs; returns an O_PATH descriptor of the directory.
+
+        A dangling symlink on the way is followed the way RESOLVE_IN_ROOT would (its target
+        taken relative to the rootfs), and the missing directories are made there.
+        """
+        if _links > 40:
+            raise OSError(errno.ELOOP, f"too many symlinks creating {path}")
+        current, walked = os.dup(self.fd), "/"
         try:
             for part in [p for p in path.split("/") if p]:
                 try:
                     nxt = libc.openat2(current, part, os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
                 except FileNotFoundError:
-                    os.mkdir(part, 0o755, dir_fd=current)
-                    nxt = libc.openat2(current, part, os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+                    nxt = self._make_missing(current, walked, part, _links)
                 os.close(current)
-                current = nxt
+                current, walked = nxt, os.path.join(walked, part)
             return current
         except BaseException:
             os.close(current)
             raise
+
+    def _make_missing(self, parent: int, walked: str, name: str, links: int) -> int:
+        try:
+            target = os.readlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            os.mkdir(name, 0o755, dir_fd=parent)
+            return libc.openat2(parent, name, os.O_PATH | os.O_DIRECTORY, _IN_ROOT)
+        # normpath clamps leading '..' at '/', as resolution inside the rootfs does.
+        return self.makedirs(os.path.normpath(os.path.join(walked, target)), links + 1)
 
     def make_target(self, path: str, is_dir: bool) -> int:
         """Create a mount target (directory or empty file) and return an O_PATH descriptor."""
@@ -87,10 +101,18 @@ def prepare(rootfs: str, propagation: int) -> Rootfs:
     return Rootfs(rootfs)
 
 
-def mount_all(root: Rootfs, mounts: list[dict], cgroup_hierarchies: list[dict]) -> None:
+# Filesystems that take an SELinux context= option (the rest keep their own labels).
+_LABELLED_TYPES = {"tmpfs", "devpts", "mqueue"}
+
+
+def mount_all(
+    root: Rootfs, mounts: list[dict], cgroup_hierarchies: list[dict], mount_label: str = ""
+) -> None:
     for m in mounts:
         if m["type"] == "cgroup" and not m["bind"]:
             mount_cgroup(root, m, cgroup_hierarchies)
+        elif mount_label and m["type"] in _LABELLED_TYPES and not m["bind"]:
+            mount_one(root, dict(m, data=_with_label(m["data"], mount_label)))
         else:
             mount_one(root, m)
 
@@ -107,8 +129,7 @@ def mount_one(root: Rootfs, m: dict) -> None:
             if flags & ~(libc.MS_BIND | libc.MS_REC):
                 _remount(root, m["destination"], flags | libc.MS_BIND)
         else:
-            data = _with_label(m["data"], m.get("mount_label", ""))
-            libc.mount(m["source"] or m["type"], target_path, m["type"], flags, data or None)
+            libc.mount(m["source"] or m["type"], target_path, m["type"], flags, m["data"] or None)
         for propagation in m["propagation"]:
             _on(root, m["destination"], lambda p, prop=propagation: libc.mount(None, p, None, prop))
     finally:
@@ -189,6 +210,8 @@ def populate_dev(root: Rootfs, devices: list[dict], bind_from_host: bool) -> Non
     dev = root.makedirs("/dev")
     try:
         for target, name in DEFAULT_SYMLINKS:
+            if target == "/proc/kcore" and not os.path.exists(target):
+                continue  # as runc: no dangling /dev/core on kernels without kcore
             with contextlib.suppress(FileExistsError):
                 os.symlink(target, name, dir_fd=dev)
     finally:

@@ -14,7 +14,7 @@ import resource
 from typing import Any
 
 from observe_rt.errors import InvalidArgument
-from observe_rt.runtime import capabilities, mountopts, seccomp, sysctl
+from observe_rt.runtime import capabilities, lsm, mountopts, seccomp, sysctl
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -65,6 +65,8 @@ def _build_plan(spec: dict, bundle: str, container_id: str) -> dict:
         "mount_label": _str(linux, "mountLabel", "linux.mountLabel"),
         "devices": linux.get("devices", []),
     }
+    proc = plan["process"]
+    lsm.validate(proc["apparmor_profile"], proc["selinux_label"], plan["mount_label"], lsm.active())
     if (plan["hostname"] or plan["domainname"]) and not _new_ns(namespaces, "uts"):
         raise ValueError("hostname: setting a hostname needs a new uts namespace")
     if _new_ns(namespaces, "user") and not plan["uid_mappings"]:

@@ -56,6 +56,10 @@ VALIDATION_CASES = [
      "linux.seccomp.defaultAction"),
     ("empty args", _set(["process", "args"], []), "process.args"),
     ("relative cwd", _set(["process", "cwd"], "tmp"), "process.cwd"),
+    ("apparmor absent", _set(["process", "apparmorProfile"], "runtime-default"),
+     "process.apparmorProfile: AppArmor is not enabled"),
+    ("selinux absent", _set(["process", "selinuxLabel"], "system_u:system_r:container_t:s0"),
+     "process.selinuxLabel: SELinux is not enabled"),
     ("dotdot cgroup path", _set(["linux", "cgroupsPath"], "/a/../../etc"), "cgroupsPath"),
 ]  # fmt: skip
 

@@ -227,3 +227,35 @@ def test_generated_default_spec_runs(ort, bundles, tmp_path):
     (bundle / "config.json").write_text(json.dumps(config))
     result = ort("run", "generated", "--bundle", str(bundle), check=True)
     assert result.stdout.split() == ["Seccomp:", "2"]
+
+
+def test_oom_score_adj_applied_and_refusal_is_only_a_warning(ort, bundles):
+    spec = bundles.spec(["cat", "/proc/self/oom_score_adj"])
+    spec["process"]["oomScoreAdj"] = 500
+    container_id, bundle = bundles.write(spec)
+    assert ort("run", container_id, "--bundle", str(bundle), check=True).stdout.strip() == "500"
+    # Lowering the score needs CAP_SYS_RESOURCE; some kernels refuse it (EIO on Firecracker).
+    spec["process"]["oomScoreAdj"] = -500
+    container_id, bundle = bundles.write(spec)
+    result = ort("run", container_id, "--bundle", str(bundle))
+    assert result.returncode == 0, result.stderr
+    if result.stdout.strip() != "-500":
+        assert "warning: oom_score_adj -500" in result.stderr
+
+
+def test_mount_destination_symlink_cannot_escape_rootfs(ort, bundles, busybox_rootfs, tmp_path):
+    """An image symlink aimed at the host redirects the mount inside the rootfs instead."""
+    escape = f"/tmp/observe-rt-escape-{os.getpid()}"
+    rootfs = tmp_path / "evil-rootfs"
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+    os.symlink(f"../../../../../../..{escape}", rootfs / "evil")
+    spec = bundles.spec(["sh", "-c", f"ls -d {escape}/inside && echo contained"])
+    spec["root"]["path"] = str(rootfs)
+    spec["mounts"].append({"destination": "/evil/inside", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid"]})  # fmt: skip
+    container_id, bundle = bundles.write(spec)
+    result = ort("run", container_id, "--bundle", str(bundle))
+    assert result.returncode == 0, result.stderr
+    assert "contained" in result.stdout
+    assert not os.path.exists(escape)  # nothing was created on the host
+    assert (rootfs / escape.lstrip("/") / "inside").is_dir()

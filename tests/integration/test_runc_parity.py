@@ -21,6 +21,8 @@ for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /sys/firmware
 done
 (echo test > /proc/sys/kernel/domainname) 2>&1 | sed 's/.*: //'
 (touch /proc/fs/x) 2>&1 | sed 's/.*: //'
+echo "umask $(umask) nofile $(ulimit -n)"
+ls -l /dev | awk '{print $1, $3, $4, $5, $6, $NF}'
 (echo x > /etc/observe-rt-probe && echo rootfs-writable && rm /etc/observe-rt-probe) 2>&1 \
   | sed 's/.*: //'
 """
@@ -130,3 +132,23 @@ def test_sysctl_and_seccomp_block_match_runc(ort, runc, bundles):
     assert ours.stdout.splitlines()[0] == "1"
     assert "mount: permission denied" in ours.stderr  # busybox words EPERM from mount(2) so
     assert "unshare(0x4000000): Operation not permitted" in ours.stderr
+
+
+@pytest.mark.root
+def test_bind_mounts_with_flags_match_runc(ort, runc, bundles, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data").write_text("from the host\n")
+    spec = bundles.spec(["sh", "-c", "cat /ro/data; (echo x > /ro/new) 2>&1 | sed 's/.*: //';"
+                         " grep -E ' /(ro|rw) ' /proc/self/mountinfo | awk '{print $5, $6}';"
+                         " echo y > /rw/new && echo wrote"])  # fmt: skip
+    spec["mounts"] += [
+        {"destination": "/ro", "type": "bind", "source": str(shared),
+         "options": ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]},
+        {"destination": "/rw", "type": "none", "source": str(shared),
+         "options": ["bind", "rw", "rslave"]},
+    ]  # fmt: skip
+    ours, theirs = run_both(ort, runc, bundles, spec)
+    assert_same(ours, theirs)
+    assert ours.stdout.splitlines()[:2] == ["from the host", "Read-only file system"]
+    assert "/ro ro,nosuid,nodev,noexec" in ours.stdout and "wrote" in ours.stdout
