@@ -12,10 +12,6 @@ import argparse
 import os
 from pathlib import Path
 
-from rich.console import Console
-
-from observe_rt.doctor import probes, report
-from observe_rt.doctor.model import Probes, exit_code
 
 
 def register(sub) -> None:
@@ -26,6 +22,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: every observe-rt command builds this parser, few run the doctor.
+    from rich.console import Console
+
+    from observe_rt.doctor import probes, report
+    from observe_rt.doctor.model import Probes, exit_code
+
     root: Path | None = args.root
     if root is None:
         outcomes, env = probes.run_all(), os.environ
