@@ -13,12 +13,8 @@ from observe_rt import __version__
 from observe_rt.errors import ObserveRtError
 
 
-def _bench(args: argparse.Namespace) -> int:
-    print("observe-rt bench: nothing yet (see the benchmark issue)")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from observe_rt.bench import command as bench_command
     from observe_rt.doctor import command as doctor_command
     from observe_rt.runtime import oci_cli
 
@@ -29,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     doctor_command.register(sub)
     oci_cli.register(sub)
-    bench = sub.add_parser("bench", help="benchmarks (see the benchmark issue)")
-    bench.set_defaults(func=_bench)
+    bench_command.register(sub)
     return parser
 
 
