@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 
-
 def register(sub) -> None:
     parser = sub.add_parser("doctor", help="check the host features observe-rt relies on")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")

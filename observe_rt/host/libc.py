@@ -8,10 +8,10 @@ only the standard library: the container init helper loads it with `python -I -S
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# Named directly: ctypes.util.find_library spawns ldconfig, ~30 ms on every start.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000

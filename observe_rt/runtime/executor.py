@@ -23,10 +23,15 @@ from datetime import UTC, datetime
 from observe_rt.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ObserveRtError
 from observe_rt.host import libc
 from observe_rt.runtime import cgroups, spec
-from observe_rt.runtime.state import FIFO, ContainerState, StateRoot, process_start_time
+from observe_rt.runtime.state import (
+    DEFAULT_ROOT,
+    FIFO,
+    ContainerState,
+    StateRoot,
+    process_start_time,
+)
 
 INIT_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "init.py")
-DEFAULT_ROOT = "/run/observe-rt/oci"
 _INIT_TIMEOUT = 30.0
 
 

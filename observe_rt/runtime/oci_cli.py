@@ -8,7 +8,14 @@ import os
 import signal
 
 from observe_rt.errors import AlreadyExists, InvalidArgument
-from observe_rt.runtime.executor import DEFAULT_ROOT, Executor
+from observe_rt.runtime.state import DEFAULT_ROOT
+
+
+def _executor(args):
+    """Imported on use, so `observe-rt --help` and the other commands skip its import cost."""
+    from observe_rt.runtime.executor import Executor
+
+    return Executor(args.root)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,32 +79,32 @@ def parse_signal(text: str) -> int:
 
 
 def _create(args) -> int:
-    Executor(args.root).create(args.id, args.bundle, args.pid_file)
+    _executor(args).create(args.id, args.bundle, args.pid_file)
     return 0
 
 
 def _start(args) -> int:
-    Executor(args.root).start(args.id)
+    _executor(args).start(args.id)
     return 0
 
 
 def _state(args) -> int:
-    print(json.dumps(Executor(args.root).state(args.id), indent=2))
+    print(json.dumps(_executor(args).state(args.id), indent=2))
     return 0
 
 
 def _kill(args) -> int:
-    Executor(args.root).kill(args.id, parse_signal(args.signal), args.all)
+    _executor(args).kill(args.id, parse_signal(args.signal), args.all)
     return 0
 
 
 def _delete(args) -> int:
-    Executor(args.root).delete(args.id, args.force)
+    _executor(args).delete(args.id, args.force)
     return 0
 
 
 def _run(args) -> int:
-    return Executor(args.root).run(args.id, args.bundle)
+    return _executor(args).run(args.id, args.bundle)
 
 
 def _spec(args) -> int:
@@ -114,7 +121,7 @@ def _spec(args) -> int:
 
 
 def _list(args) -> int:
-    states = Executor(args.root).list()
+    states = _executor(args).list()
     if args.format == "json":
         print(json.dumps(states, indent=2))
         return 0

@@ -22,6 +22,7 @@ from typing import Any
 from observe_rt.errors import InvalidArgument, NotFound
 
 OCI_VERSION = "1.2.0"
+DEFAULT_ROOT = "/run/observe-rt/oci"
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
