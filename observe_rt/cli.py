@@ -16,6 +16,7 @@ from observe_rt.errors import ObserveRtError
 def build_parser() -> argparse.ArgumentParser:
     from observe_rt.bench import command as bench_command
     from observe_rt.doctor import command as doctor_command
+    from observe_rt.oci import images_cli
     from observe_rt.runtime import oci_cli
 
     parser = argparse.ArgumentParser(
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     doctor_command.register(sub)
     oci_cli.register(sub)
+    images_cli.register(sub)
     bench_command.register(sub)
     return parser
 

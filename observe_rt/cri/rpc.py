@@ -1,0 +1,39 @@
+"""What every CRI RPC shares: errors become gRPC status codes with the message kept.
+
+An ObserveRtError carries its status code (errors.py); anything else is a bug and answers
+INTERNAL with the exception's text, so the daemon keeps serving. The daemon adds logging,
+tracing and readiness here, in one place, when it wraps its servicers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from observe_rt.errors import ObserveRtError
+
+log = logging.getLogger("observe_rt.cri")
+
+
+def status_code(error: BaseException) -> grpc.StatusCode:
+    if isinstance(error, ObserveRtError):
+        return getattr(grpc.StatusCode, error.grpc_code, grpc.StatusCode.INTERNAL)
+    return grpc.StatusCode.INTERNAL
+
+
+def unary(method):
+    """Decorate a servicer method: turn raised errors into an aborted call with a status."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a status, not a crash
+            code = status_code(error)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method.__name__)
+            context.abort(code, str(error) or type(error).__name__)
+
+    return wrapper
