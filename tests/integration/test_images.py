@@ -22,7 +22,7 @@ from observe_rt.oci.images import ImageService
 from observe_rt.oci.policy import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, TrustPolicy, signature_tag
 from observe_rt.oci.snapshots import mount_overlay, unmount
 from tests.integration.conftest import OBSERVE_RT
-from tests.support import images
+from tests.support import images, tars
 from tests.support.registry import closed_port_url, running_registry
 
 pytestmark = pytest.mark.root
@@ -264,3 +264,29 @@ def test_images_command_line(registry, tmp_path):
     assert cli("ls", "-q").stdout == ""
     leftovers = [e for e in os.listdir(tmp_path / "store" / "snapshots") if e.isdigit()]
     assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    "hostile,message",
+    [
+        (lambda: tars.dotdot_escape(), ".."),
+        (lambda: tars.write_through_symlink("/tmp/observe-rt-never"), "symlink"),
+        (lambda: tars.hardlink_absolute("/etc/passwd"), "/etc/passwd"),
+        (lambda: tars.bare_whiteout(), ".wh."),
+    ],
+    ids=["dotdot", "symlink", "hardlink", "bare-whiteout"],
+)  # fmt: skip
+def test_hostile_layer_fails_the_pull_and_keeps_existing_images(registry, service, hostile,
+                                                                message):  # fmt: skip
+    good = service.pull(f"{registry.host}/test/busybox:1")
+    snapshots = {s.chain_id for s in service.snapshots.list()}
+    bad = images.build_image([images.busybox_layer(), hostile()], ["gzip", "gzip"],
+                             images.host_platform())  # fmt: skip
+    images.push(bad, registry.url, "test/hostile", "1")
+    with pytest.raises(ObserveRtError) as err:
+        service.pull(f"{registry.host}/test/hostile:1")
+    assert message in str(err.value) and bad.manifest()["layers"][1]["digest"] in str(err.value)
+    assert service.list() == [good]
+    # The busybox layer is shared with the good image; no snapshot of the hostile one exists.
+    assert {s.chain_id for s in service.snapshots.list()} == snapshots
+    assert not os.path.exists("/tmp/observe-rt-never")
