@@ -139,6 +139,11 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     )
 
 
+def syncfs(fd: int) -> None:
+    """syncfs(2): write out the one filesystem holding `fd`, where sync(2) flushes them all."""
+    _check(_libc.syncfs(fd), f"syncfs(fd {fd})")
+
+
 def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
     _check(
         _libc.syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), 0), "close_range"

@@ -46,7 +46,14 @@ class Executor:
 
     # --- create -----------------------------------------------------------------------------
 
-    def create(self, container_id: str, bundle: str, pid_file: str | None = None) -> ContainerState:
+    def create(
+        self,
+        container_id: str,
+        bundle: str,
+        pid_file: str | None = None,
+        stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    ) -> ContainerState:
+        """Create the container; `stdio` are the workload's fds 0, 1, 2 (None: inherit ours)."""
         directory = self.states.dir(container_id)
         config = spec.load_bundle(bundle)
         plan = spec.build_plan(config, bundle, container_id)
@@ -71,7 +78,7 @@ class Executor:
             undo.callback(manager.destroy)
             plan["state_dir"] = directory
             plan["cgroup_hierarchies"] = cgroup_hierarchies()
-            pid = self._run_init(plan, manager, undo)
+            pid = self._run_init(plan, manager, undo, stdio)
             state = ContainerState(
                 id=container_id,
                 bundle=os.path.abspath(bundle),
@@ -89,13 +96,14 @@ class Executor:
             undo.pop_all()
         return state
 
-    def _run_init(self, plan: dict, manager, undo: contextlib.ExitStack) -> int:
+    def _run_init(self, plan: dict, manager, undo: contextlib.ExitStack, stdio) -> int:
         """Start init.py, drive it through set-up, and return the container's host pid."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours:
             env = {"_OBSERVE_RT_SYNC_FD": str(theirs.fileno())}
             init = subprocess.Popen(
                 [sys.executable, "-I", "-S", INIT_SCRIPT], pass_fds=[theirs.fileno()], env=env,
+                stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
             )  # fmt: skip
             theirs.close()
             undo.callback(_reap, init)
