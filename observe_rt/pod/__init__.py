@@ -1,0 +1,1 @@
+"""Pods: the per-pod shim, sandbox state, container logs and exit records."""
