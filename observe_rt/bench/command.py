@@ -1,4 +1,5 @@
-"""`observe-rt bench` lists the benchmarks; `observe-rt bench oci` runs the lifecycle benchmark."""
+"""`observe-rt bench` lists the benchmarks; `observe-rt bench oci` runs the lifecycle benchmark,
+`observe-rt bench pull` the image pull benchmark (bench/pull_command.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shlex
 import signal
 
+from observe_rt.bench import pull_command
 from observe_rt.errors import FailedPrecondition
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
@@ -19,6 +21,7 @@ DEFAULT_WARMUP = 3
 BENCHMARKS = {
     "oci": "create + start + wait + delete of /bin/true with observe-rt, runc and crun: "
     "median, p95, min, max and ratio to runc",
+    "pull": pull_command.HELP,
 }
 
 
@@ -47,6 +50,7 @@ def register(sub) -> None:
     )
     oci.add_argument("--json", action="store_true", help="print the report as JSON")
     oci.set_defaults(func=run_oci)  # fmt: skip
+    pull_command.register(benchmarks, _count)
 
 
 def _count(minimum: int):
@@ -109,17 +113,17 @@ def _interrupt(signum, _frame) -> None:
 class _progress:
     """A transient progress bar on a terminal; a no-op otherwise (pipes, --json into files)."""
 
-    def __init__(self, console, total: int) -> None:
+    def __init__(self, console, total: int, label: str = "lifecycles") -> None:
         from rich.progress import Progress
 
         self.bar = Progress(console=console, transient=True) if console.is_terminal else None
-        self.total = total
+        self.total, self.label = total, label
 
     def __enter__(self):
         if self.bar is None:
             return None
         self.bar.start()
-        task = self.bar.add_task("lifecycles", total=self.total)
+        task = self.bar.add_task(self.label, total=self.total)
         return lambda: self.bar.advance(task)
 
     def __exit__(self, *exc) -> None:

@@ -19,9 +19,8 @@ import pytest
 from observe_rt.oci import auth, media
 from observe_rt.oci.registry import Descriptor, RegistryClient, RegistryError, RetryPolicy
 from tests.support import images
+from tests.support.proxy import Fault, FlakyProxy
 from tests.support.registry import (
-    Fault,
-    FlakyProxy,
     RunningRegistry,
     TokenServer,
     closed_port_url,
