@@ -14,7 +14,9 @@ from observe_rt.errors import ObserveRtError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from observe_rt import daemon
     from observe_rt.bench import command as bench_command
+    from observe_rt.client import cli as client_cli
     from observe_rt.doctor import command as doctor_command
     from observe_rt.oci import images_cli
     from observe_rt.runtime import oci_cli
@@ -24,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"observe-rt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    daemon.register(sub)
     doctor_command.register(sub)
     oci_cli.register(sub)
     images_cli.register(sub)
+    client_cli.register(sub)  # ps, pods, logs, inspect, version
     bench_command.register(sub)
     return parser
 

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from observe_rt.cri.v1 import api_pb2
+from tests.support import images
 from tests.support.bundles import BundleFactory, make_busybox_rootfs, remove_cgroup_tree
+from tests.support.daemon import running_daemon
+from tests.support.registry import running_registry
 
 OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
@@ -82,3 +86,22 @@ def runc(tmp_path):
     cli = Cli([RUNC], tmp_path / "runc-state")
     yield cli
     cli.cleanup()
+
+
+# --- a real daemon, for the CRI tests ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon_registry(tmp_path_factory):
+    with running_registry(tmp_path_factory.mktemp("daemon-registry")) as running:
+        images.push(images.busybox_image(), running.url, "test/busybox", "1")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def daemon(daemon_registry):
+    with running_daemon() as running:
+        image = f"{daemon_registry.host}/test/busybox:1"
+        running.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)))
+        running.image = image
+        yield running

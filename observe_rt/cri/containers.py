@@ -1,0 +1,226 @@
+"""Containers of a pod: create, start, stop, remove, and their live state.
+
+    CREATED ──start──> RUNNING ──exit / stop──> EXITED ──remove──> (gone)
+       └──────────────────remove (forced)────────────────────────────┘
+
+The rootfs is an overlay of the image's layer snapshots with a per-container upper dir,
+mounted by the daemon; the pod shim creates and starts the container from the OCI bundle and
+records its exit. State is refreshed from the shim's files on every read, so exits that
+happened while the daemon was down are seen exactly as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from observe_rt import errors
+from observe_rt.config import DaemonConfig
+from observe_rt.cri.records import ContainerRecord, RecordStore, SandboxRecord, encode
+from observe_rt.cri.v1 import api_pb2
+from observe_rt.oci.images import ImageService
+from observe_rt.oci.snapshots import mount_overlay, unmount
+from observe_rt.pod.shim_client import ShimGone
+
+
+class Containers:
+    def __init__(self, config: DaemonConfig, store: RecordStore, sandboxes, images: ImageService):
+        self.config = config
+        self.store = store
+        self.sandboxes = sandboxes
+        self.images = images
+        self.run_dir = Path(config.run_dir) / "containers"
+        self.data_dir = Path(config.state_dir) / "rootfs"
+
+    def get(self, container_id: str) -> ContainerRecord:
+        record = self.store.find_prefix(container_id) if container_id else None
+        if record is None:
+            raise errors.NotFound(f"container {container_id!r} not found")
+        return self.refresh(record)
+
+    def of_sandbox(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [self.refresh(r) for r in self.store.all() if r.sandbox_id == sandbox_id]
+
+    # --- create -------------------------------------------------------------------------------
+
+    def create(self, sandbox: SandboxRecord, config: api_pb2.ContainerConfig,
+               sandbox_config: api_pb2.PodSandboxConfig) -> ContainerRecord:  # fmt: skip
+        if sandbox.state != "READY":
+            raise errors.FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        name = _unique_name(config.metadata, sandbox.id)
+        image = self.images.find(config.image.image) if config.image.image else None
+        if image is None:
+            raise errors.NotFound(f"image {config.image.image!r} is not present; pull it first")
+        with self.store.lock:
+            clash = next((c for c in self.store.all() if c.name == name), None)
+            if clash:
+                raise errors.AlreadyExists(f"container name {name!r} is used by {clash.id}")
+            record = ContainerRecord(
+                id=uuid.uuid4().hex + uuid.uuid4().hex, sandbox_id=sandbox.id, name=name,
+                config_b64=encode(config), created_at=time.time_ns(), image=config.image.image,
+                image_ref=image.id, chain=self.images.rootfs_chain(image),
+            )  # fmt: skip
+            self.store.items[record.id] = record  # reserves the name while we work
+        with contextlib.ExitStack() as undo:
+            undo.callback(self.store.items.pop, record.id, None)
+            self._build(record, sandbox, config, sandbox_config, image, undo)
+            self.store.save(record)
+            undo.pop_all()
+        return record
+
+    def _build(self, record, sandbox, config, sandbox_config, image, undo) -> None:
+        from observe_rt.cri.container_spec import build_container_spec, stop_signal
+
+        run = self.run_dir / record.id
+        data = self.data_dir / record.id
+        for d in (run / "rootfs", run / "bundle", data / "upper", data / "work"):
+            d.mkdir(parents=True)
+        undo.callback(shutil.rmtree, run, ignore_errors=True)
+        undo.callback(shutil.rmtree, data, ignore_errors=True)
+        lower = self.images.snapshots.lowerdirs(record.chain)
+        mount_overlay(lower, str(data / "upper"), str(data / "work"), str(run / "rootfs"))
+        undo.callback(unmount, str(run / "rootfs"), True)
+        record.rootfs, record.bundle, record.container_dir = (
+            str(run / "rootfs"),
+            str(run / "bundle"),
+            str(data),
+        )
+        image_config = self.images.config(image)
+        spec = build_container_spec(
+            config, sandbox_config, image_config, rootfs=record.rootfs,
+            namespaces=sandbox.namespaces, cgroup_parent=sandbox.cgroup_parent,
+            container_id=record.id, sandbox_id=sandbox.id,
+            hosts_files=dict(sandbox.pod_files, **({"/dev/shm": sandbox.shm_mount}
+                                                   if sandbox.shm_mount else {})),
+        )  # fmt: skip
+        record.stop_signal = stop_signal(image_config, config)
+        (run / "bundle" / "config.json").write_text(json.dumps(spec))
+        record.log_path = _log_path(sandbox_config.log_directory, config.log_path)
+        reply = self.sandboxes.shim(sandbox).call(
+            "create", id=record.id, bundle=record.bundle, log_path=record.log_path
+        )
+        undo.callback(self._delete_in_shim, sandbox, record.id)
+        record.pid = reply["pid"]
+
+    # --- start, stop, remove ------------------------------------------------------------------
+
+    def start(self, record: ContainerRecord) -> None:
+        record = self.refresh(record)
+        if record.state != "CREATED":
+            raise errors.FailedPrecondition(
+                f"container {record.id} is {record.state.lower()}, only a created one can start"
+            )
+        sandbox = self.sandboxes.get(record.sandbox_id)
+        reply = self.sandboxes.shim(sandbox).call("start", id=record.id)
+        record.started_at, record.state = reply["started_at"], "RUNNING"
+        self.store.save(record)
+
+    def stop(self, record: ContainerRecord, timeout: int) -> None:
+        """The stop signal, `timeout` seconds, then SIGKILL to every process in its cgroup."""
+        record = self.refresh(record)
+        if record.state not in ("RUNNING", "CREATED"):
+            return
+        shim = self.sandboxes.shim(self.sandboxes.get(record.sandbox_id))
+        with contextlib.suppress(errors.ObserveRtError):
+            if record.state == "RUNNING" and timeout > 0:
+                shim.call("kill", id=record.id, signal=record.stop_signal)
+                if self._wait_exit(record, timeout):
+                    return
+            shim.call("kill", id=record.id, signal=signal.SIGKILL, all=True)
+        self._wait_exit(record, 10)
+
+    def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.refresh(record).state not in ("EXITED", "UNKNOWN"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def remove(self, record: ContainerRecord) -> None:
+        record = self.refresh(record)
+        if record.state in ("RUNNING", "CREATED"):
+            self.stop(record, 0)
+        with contextlib.suppress(errors.NotFound):
+            self._delete_in_shim(self.sandboxes.get(record.sandbox_id), record.id)
+        with contextlib.suppress(OSError):
+            unmount(record.rootfs, True)
+        shutil.rmtree(self.run_dir / record.id, ignore_errors=True)
+        shutil.rmtree(self.data_dir / record.id, ignore_errors=True)
+        self.store.delete(record.id)
+
+    def _delete_in_shim(self, sandbox: SandboxRecord, container_id: str) -> None:
+        try:
+            self.sandboxes.shim(sandbox).call("delete", id=container_id)
+        except ShimGone:
+            # No shim: clean the executor's state and cgroup from here.
+            from observe_rt.runtime.executor import Executor
+
+            with contextlib.suppress(errors.NotFound):
+                Executor(self.config.oci_root).delete(container_id, force=True)
+
+    def reopen_log(self, record: ContainerRecord) -> None:
+        record = self.refresh(record)
+        if record.state != "RUNNING":
+            raise errors.FailedPrecondition(f"container {record.id} is not running")
+        self.sandboxes.shim(self.sandboxes.get(record.sandbox_id)).call("reopen_log", id=record.id)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def refresh(self, record: ContainerRecord) -> ContainerRecord:
+        """Merge what the shim recorded (start, exit) into the record, and persist changes."""
+        if record.state in ("EXITED", "UNKNOWN"):
+            return record
+        sandbox = self.sandboxes.store.get(record.sandbox_id)
+        shim_dir = Path(sandbox.shim_dir) / "containers" / record.id if sandbox else None
+        exit_info = _read_json(shim_dir / "exit.json") if shim_dir else None
+        started = _read_json(shim_dir / "started.json") if shim_dir else None
+        if started and not record.started_at:
+            record.started_at, record.state = started["started_at"], "RUNNING"
+        if exit_info:
+            record.state, record.finished_at = "EXITED", exit_info["finished_at"]
+            record.exit_code, record.reason = exit_info["exit_code"], exit_info["reason"]
+        elif sandbox is None or not self.sandboxes.shim(sandbox).alive():
+            self._kill_orphans(record)
+            record.state, record.reason, record.exit_code = "EXITED", "ShimDied", 255
+            record.finished_at = record.finished_at or time.time_ns()
+            record.message = "the pod shim exited; the container's processes were lost with it"
+        else:
+            return record
+        self.store.save(record)
+        return record
+
+    def _kill_orphans(self, record: ContainerRecord) -> None:
+        """Without its shim a container may still run, reparented to init: end it."""
+        from observe_rt.runtime.executor import Executor
+
+        with contextlib.suppress(errors.ObserveRtError, OSError):
+            Executor(self.config.oci_root).kill(record.id, signal.SIGKILL, all_processes=True)
+
+
+def _unique_name(meta: api_pb2.ContainerMetadata, sandbox_id: str) -> str:
+    if not meta.name:
+        raise errors.InvalidArgument("ContainerConfig.metadata.name is required")
+    return f"{meta.name}_{sandbox_id}_{meta.attempt}"
+
+
+def _log_path(directory: str, relative: str) -> str:
+    if not directory or not relative:
+        return ""
+    if os.path.isabs(relative) or ".." in Path(relative).parts:
+        raise errors.InvalidArgument(f"ContainerConfig.log_path {relative!r}: must stay inside "
+                                     "the pod's log_directory")  # fmt: skip
+    return os.path.join(directory, relative)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None

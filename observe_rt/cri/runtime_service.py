@@ -1,0 +1,148 @@
+"""The CRI RuntimeService (runtime.v1): pods, containers, runtime status.
+
+Each RPC is a few lines: check the request, call Sandboxes or Containers, convert records
+to messages (convert.py). Errors are raised as observe_rt.errors types and become status
+codes in rpc.unary. RPCs of later issues are left to the generated base class, which answers
+UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from observe_rt import __version__, errors
+from observe_rt.cri import convert
+from observe_rt.cri.containers import Containers
+from observe_rt.cri.rpc import unary
+from observe_rt.cri.sandboxes import Sandboxes
+from observe_rt.cri.v1 import api_pb2, api_pb2_grpc
+
+
+class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
+    def __init__(self, sandboxes: Sandboxes, containers: Containers, network) -> None:
+        self.sandboxes = sandboxes
+        self.containers = containers
+        self.network = network
+        self.pod_cidr = ""
+
+    # --- runtime --------------------------------------------------------------------------------
+
+    @unary
+    def Version(self, request, context):
+        return api_pb2.VersionResponse(version="0.1.0", runtime_name="observe-rt",
+                                       runtime_version=__version__,
+                                       runtime_api_version="v1")  # fmt: skip
+
+    @unary
+    def Status(self, request, context):
+        ready, reason = self.network.status()
+        conditions = [
+            api_pb2.RuntimeCondition(type="RuntimeReady", status=True),
+            api_pb2.RuntimeCondition(
+                type="NetworkReady",
+                status=ready,
+                reason="" if ready else "NetworkPluginNotReady",
+                message="" if ready else reason,
+            ),  # fmt: skip
+        ]
+        info = {"config": json.dumps({"podCIDR": self.pod_cidr})} if request.verbose else {}
+        return api_pb2.StatusResponse(status=api_pb2.RuntimeStatus(conditions=conditions),
+                                      info=info)  # fmt: skip
+
+    @unary
+    def RuntimeConfig(self, request, context):
+        linux = api_pb2.LinuxRuntimeConfiguration(cgroup_driver=api_pb2.CGROUPFS)
+        return api_pb2.RuntimeConfigResponse(linux=linux)
+
+    @unary
+    def UpdateRuntimeConfig(self, request, context):
+        self.pod_cidr = request.runtime_config.network_config.pod_cidr
+        return api_pb2.UpdateRuntimeConfigResponse()
+
+    # --- pods -----------------------------------------------------------------------------------
+
+    @unary
+    def RunPodSandbox(self, request, context):
+        record = self.sandboxes.run(request.config, request.runtime_handler)
+        return api_pb2.RunPodSandboxResponse(pod_sandbox_id=record.id)
+
+    @unary
+    def StopPodSandbox(self, request, context):
+        record = self.sandboxes.get(request.pod_sandbox_id)
+        for container in self.containers.of_sandbox(record.id):
+            self.containers.stop(container, 0)
+        self.sandboxes.stop(record)
+        return api_pb2.StopPodSandboxResponse()
+
+    @unary
+    def RemovePodSandbox(self, request, context):
+        try:
+            record = self.sandboxes.get(request.pod_sandbox_id)
+        except errors.NotFound:
+            return api_pb2.RemovePodSandboxResponse()  # CRI: removing twice is not an error
+        for container in self.containers.of_sandbox(record.id):
+            self.containers.remove(container)
+        self.sandboxes.remove(record)
+        return api_pb2.RemovePodSandboxResponse()
+
+    @unary
+    def PodSandboxStatus(self, request, context):
+        record = self.sandboxes.get(request.pod_sandbox_id)
+        status = convert.sandbox_status(record)
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps(convert.sandbox_info(record, self.sandboxes.shim(record)))
+        return api_pb2.PodSandboxStatusResponse(status=status, info=info)
+
+    @unary
+    def ListPodSandbox(self, request, context):
+        wanted = request.filter if request.HasField("filter") else None
+        items = [convert.sandbox(r) for r in self.sandboxes.store.all() if r.state != "CREATING"]
+        return api_pb2.ListPodSandboxResponse(items=convert.filter_sandboxes(items, wanted))
+
+    # --- containers -----------------------------------------------------------------------------
+
+    @unary
+    def CreateContainer(self, request, context):
+        sandbox = self.sandboxes.get(request.pod_sandbox_id)
+        record = self.containers.create(sandbox, request.config, request.sandbox_config)
+        return api_pb2.CreateContainerResponse(container_id=record.id)
+
+    @unary
+    def StartContainer(self, request, context):
+        self.containers.start(self.containers.get(request.container_id))
+        return api_pb2.StartContainerResponse()
+
+    @unary
+    def StopContainer(self, request, context):
+        self.containers.stop(self.containers.get(request.container_id), request.timeout)
+        return api_pb2.StopContainerResponse()
+
+    @unary
+    def RemoveContainer(self, request, context):
+        with contextlib.suppress(errors.NotFound):  # CRI: removing twice is not an error
+            self.containers.remove(self.containers.get(request.container_id))
+        return api_pb2.RemoveContainerResponse()
+
+    @unary
+    def ContainerStatus(self, request, context):
+        record = self.containers.get(request.container_id)
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps(convert.container_info(record))
+        return api_pb2.ContainerStatusResponse(status=convert.container_status(record),
+                                               info=info)  # fmt: skip
+
+    @unary
+    def ListContainers(self, request, context):
+        wanted = request.filter if request.HasField("filter") else None
+        records = [self.containers.refresh(r) for r in self.containers.store.all()
+                   if r.id in self.containers.store.items and r.bundle]  # fmt: skip
+        items = [convert.container(r) for r in records]
+        return api_pb2.ListContainersResponse(containers=convert.filter_containers(items, wanted))
+
+    @unary
+    def ReopenContainerLog(self, request, context):
+        self.containers.reopen_log(self.containers.get(request.container_id))
+        return api_pb2.ReopenContainerLogResponse()

@@ -1,0 +1,350 @@
+"""The pod shim: one process per pod, started detached so it outlives the daemon.
+
+It holds the pod's namespaces (network, ipc, uts; pid when the pod shares one, as its pid 1) by
+living in them, so no pause container or image is needed. It is the child subreaper of the pod's
+containers: it creates them (through the executor), copies their stdout/stderr into CRI log
+files, and records every exit on disk, so a daemon that was down still learns how each
+container ended.
+
+    daemon ──JSON lines over <pod run dir>/shim.sock──> shim
+      hello | create | start | kill | delete | reopen_log | state | shutdown
+
+    files it keeps in <pod run dir>:
+      shim.json                   pid, start time, namespace paths       (written when ready)
+      containers/<id>/started.json {pid, started_at}
+      containers/<id>/exit.json    {exit_code, finished_at, reason, oom_killed}
+
+Run as `python -m observe_rt.pod.shim --dir DIR --oci-root ROOT [--hostname H]
+[--new-namespaces network,ipc,uts,pid]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from observe_rt.errors import NotFound, ObserveRtError
+from observe_rt.host import libc
+from observe_rt.pod.logs import CriLogWriter
+from observe_rt.runtime.executor import Executor
+from observe_rt.runtime.state import process_start_time
+
+_NS_FLAGS = {"network": libc.CLONE_NEWNET, "ipc": libc.CLONE_NEWIPC, "uts": libc.CLONE_NEWUTS}
+_NS_FILES = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    temp = path.with_suffix(".tmp")
+    with open(temp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(temp, path)
+
+
+class Container:
+    """What the shim tracks for one container while it lives."""
+
+    def __init__(self, container_id: str, directory: Path, log: CriLogWriter | None) -> None:
+        self.id = container_id
+        self.dir = directory
+        self.log = log
+        self.pid = 0
+        self.pipes: dict[int, str] = {}  # read end fd -> "stdout" | "stderr"
+
+
+class Shim:
+    def __init__(self, directory: Path, oci_root: str) -> None:
+        self.dir = directory
+        self.executor = Executor(oci_root)
+        self.containers: dict[str, Container] = {}
+        self.by_pid: dict[int, Container] = {}
+        self.selector = selectors.DefaultSelector()
+        self.running = True
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    def enter_namespaces(self, new: set[str], hostname: str) -> dict[str, str]:
+        """Unshare the pod's namespaces in this process; returns their /proc paths."""
+        flags = 0
+        for name in new & set(_NS_FLAGS):
+            flags |= _NS_FLAGS[name]
+        if flags:
+            libc.unshare(flags)
+        if hostname and "uts" in new:
+            libc.sethostname(hostname)
+        pid = host_pid()
+        return {n: f"/proc/{pid}/ns/{_NS_FILES[n]}" for n in new}
+
+    def listen(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ObserveRtError):
+            path.unlink()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        os.chmod(path, 0o600)
+        server.listen(16)
+        server.setblocking(False)
+        self.selector.register(server, selectors.EVENT_READ, ("accept", None))
+        self._watch_children()
+
+    def _watch_children(self) -> None:
+        """SIGCHLD wakes the loop through a pipe; reaping happens in the loop, not the handler."""
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "running", False))
+        signal.set_wakeup_fd(write_end)
+        self.selector.register(read_end, selectors.EVENT_READ, ("signal", None))
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(timeout=1.0):
+                kind, data = key.data
+                if kind == "accept":
+                    self._accept(key.fileobj)
+                elif kind == "client":
+                    self._serve_client(key.fileobj, data)
+                elif kind == "output":
+                    self._copy_output(key.fd, data)
+                else:
+                    _drain(key.fd)
+            self._reap()
+        self._shutdown()
+
+    def _accept(self, server: socket.socket) -> None:
+        conn, _ = server.accept()
+        conn.setblocking(True)
+        conn.settimeout(30)
+        self.selector.register(conn, selectors.EVENT_READ, ("client", conn.makefile("rb")))
+
+    def _serve_client(self, conn: socket.socket, reader) -> None:
+        try:
+            line = reader.readline()
+        except OSError:
+            line = b""
+        if not line:
+            self.selector.unregister(conn)
+            conn.close()
+            return
+        reply = self.handle(json.loads(line))
+        try:
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+
+    def handle(self, request: dict) -> dict:
+        op = request.pop("op", "")
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            return {"error": f"unknown shim operation {op!r}", "code": "INVALID_ARGUMENT"}
+        try:
+            return {"ok": True, **(handler(**request) or {})}
+        except ObserveRtError as err:
+            return {"error": str(err), "code": err.grpc_code}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return {"error": f"{op}: {err}", "code": "INTERNAL"}
+
+    # --- operations -------------------------------------------------------------------------
+
+    def op_hello(self) -> dict:
+        return {"pid": host_pid()}
+
+    def op_create(self, id: str, bundle: str, log_path: str = "") -> dict:  # noqa: A002
+        directory = self.dir / "containers" / id
+        directory.mkdir(parents=True, exist_ok=True)
+        log = CriLogWriter(log_path) if log_path else None
+        container = Container(id, directory, log)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            state = self.executor.create(id, bundle, stdio=(null, out_w, err_w))
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            if log:
+                log.close()
+            raise
+        finally:
+            for fd in (null, out_w, err_w):
+                os.close(fd)
+        container.pid = state.pid
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            container.pipes[fd] = stream
+            self.selector.register(fd, selectors.EVENT_READ, ("output", container))
+        self.containers[id] = container
+        self.by_pid[state.pid] = container
+        return {"pid": state.pid}
+
+    def op_start(self, id: str) -> dict:  # noqa: A002
+        container = self._container(id)
+        self.executor.start(id)
+        started = {"pid": container.pid, "started_at": time.time_ns()}
+        write_json_atomic(container.dir / "started.json", started)
+        return started
+
+    def op_kill(self, id: str, signal: int = 15, all: bool = False) -> dict:  # noqa: A002
+        self._container(id)
+        self.executor.kill(id, signal, all_processes=all)
+        return {}
+
+    def op_delete(self, id: str) -> dict:  # noqa: A002
+        container = self.containers.pop(id, None)
+        self.executor.delete(id, force=True)
+        if container:
+            self._close_pipes(container)
+            self.by_pid.pop(container.pid, None)
+        return {}
+
+    def op_reopen_log(self, id: str) -> dict:  # noqa: A002
+        container = self._container(id)
+        if container.log is None:
+            raise ObserveRtError(f"container {id} has no log file")
+        container.log.reopen()
+        return {}
+
+    def op_state(self) -> dict:
+        return {"containers": {c.id: {"pid": c.pid} for c in self.containers.values()}}
+
+    def op_shutdown(self) -> dict:
+        self.running = False
+        return {}
+
+    def _container(self, container_id: str) -> Container:
+        container = self.containers.get(container_id)
+        if container is None:
+            raise NotFound(f"container {container_id} is not in this pod's shim")
+        return container
+
+    # --- output and exits -------------------------------------------------------------------
+
+    def _copy_output(self, fd: int, container: Container) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.selector.unregister(fd)
+            os.close(fd)
+            stream = container.pipes.pop(fd)
+            if container.log:
+                container.log.flush_stream(stream)
+            return
+        if container.log:
+            container.log.write(container.pipes[fd], data)
+
+    def _close_pipes(self, container: Container) -> None:
+        for fd in list(container.pipes):
+            self._copy_output(fd, container)  # whatever is buffered still reaches the log
+            if fd in container.pipes:
+                self.selector.unregister(fd)
+                os.close(fd)
+                container.pipes.pop(fd)
+        if container.log:
+            container.log.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            container = self.by_pid.get(pid)
+            if container is not None:
+                self._record_exit(container, status)
+
+    def _record_exit(self, container: Container, status: int) -> None:
+        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        oom = self._oom_killed(container.id)
+        reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        exit_record = {"exit_code": code, "finished_at": time.time_ns(), "reason": reason,
+                       "oom_killed": oom}  # fmt: skip
+        write_json_atomic(container.dir / "exit.json", exit_record)
+
+    def _oom_killed(self, container_id: str) -> bool:
+        from observe_rt.runtime.cgroups import CgroupManager
+
+        try:
+            saved = self.executor.states.load(container_id).cgroup
+            return CgroupManager.from_state(saved).oom_kill_count() > 0
+        except (ObserveRtError, OSError, KeyError, ValueError):
+            return False
+
+    def _shutdown(self) -> None:
+        """Kill what is left, record the exits, and go (namespaces die with us)."""
+        for container in list(self.containers.values()):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, ObserveRtError):
+                self.executor.kill(container.id, signal.SIGKILL, all_processes=True)
+        deadline = time.monotonic() + 10
+        while any(not (c.dir / "exit.json").exists() for c in self.containers.values()):
+            if time.monotonic() > deadline:
+                break
+            self._reap()
+            time.sleep(0.02)
+        for container in self.containers.values():
+            self._close_pipes(container)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError as err:
+        if err.errno != errno.EAGAIN:
+            raise
+
+
+def host_pid() -> int:
+    """Our pid as the host sees it (os.getpid() says 1 inside a pod pid namespace)."""
+    return int(os.readlink("/proc/self"))
+
+
+def become_pid_namespace_init() -> None:
+    """Make this shim pid 1 of a new pid namespace for the pod's containers to share.
+
+    Orphans in a pid namespace go to its init, never to a subreaper outside it, so the shim
+    must be that init to see its containers exit. The first process leaves; the forked one
+    carries on as the shim (the daemon waits for shim.json, which only it writes).
+    """
+    libc.unshare(libc.CLONE_NEWPID)
+    if os.fork():
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="observe-rt-shim")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--oci-root", required=True)
+    parser.add_argument("--hostname", default="")
+    parser.add_argument("--new-namespaces", default="")
+    args = parser.parse_args(argv)
+    new = {n for n in args.new_namespaces.split(",") if n}
+    if "pid" in new:
+        become_pid_namespace_init()
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    shim = Shim(args.dir, args.oci_root)
+    namespaces = shim.enter_namespaces(new, args.hostname)
+    shim.listen(args.dir / "shim.sock")
+    pid = host_pid()
+    info = {"pid": pid, "start_time": process_start_time(pid), "namespaces": namespaces}
+    write_json_atomic(args.dir / "shim.json", info)
+    print(f"observe-rt shim {pid} serving {args.dir}", file=sys.stderr, flush=True)
+    shim.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
