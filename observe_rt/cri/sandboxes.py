@@ -27,7 +27,7 @@ from observe_rt.cri.records import RecordStore, SandboxRecord, encode
 from observe_rt.cri.v1 import api_pb2
 from observe_rt.host import libc
 from observe_rt.pod.shim_client import ShimClient, ShimGone
-from observe_rt.runtime import cgroups
+from observe_rt.runtime import cgroups, sysctl
 
 NODE, POD, CONTAINER = api_pb2.NODE, api_pb2.POD, api_pb2.CONTAINER
 _SHM_SIZE = 64 * 1024 * 1024
@@ -93,8 +93,12 @@ class Sandboxes:
         undo.callback(self._remove_cgroup, record)
         new = _new_namespaces(options)
         hostname = config.hostname or (os.uname().nodename if host_network else "")
-        shim, info = ShimClient.start(pod_dir / "shim", self.config.oci_root, new, hostname,
-                                      pod_dir / "shim.log")  # fmt: skip
+        runtime = self.config.runtime_handlers.get(record.runtime_handler, "")
+        oci_root = self.config.oci_root if not runtime else os.path.join(
+            self.config.run_dir, f"oci-{record.runtime_handler}")  # fmt: skip
+        shim, info = ShimClient.start(pod_dir / "shim", oci_root, new, hostname,
+                                      pod_dir / "shim.log", runtime,
+                                      _pod_sysctls(config, new))  # fmt: skip
         undo.callback(_stop_shim, shim)
         record.shim_dir = str(shim.dir)
         record.namespaces = info["namespaces"]
@@ -161,6 +165,16 @@ def _unique_name(meta: api_pb2.PodSandboxMetadata) -> str:
         if not getattr(meta, field_name):
             raise errors.InvalidArgument(f"PodSandboxConfig.metadata.{field_name} is required")
     return f"{meta.name}_{meta.namespace}_{meta.uid}_{meta.attempt}"
+
+
+def _pod_sysctls(config, new: set[str]) -> dict[str, str]:
+    """The pod's sysctls as /proc/sys paths, refused unless its own namespaces make them safe."""
+    raw = dict(config.linux.sysctls)
+    try:
+        sysctl.validate(raw, new)
+    except ValueError as err:
+        raise errors.InvalidArgument(str(err).replace("linux.sysctl", "linux.sysctls")) from None
+    return {sysctl.proc_path(key): value for key, value in raw.items()}
 
 
 def _new_namespaces(options) -> set[str]:

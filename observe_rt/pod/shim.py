@@ -1,10 +1,10 @@
 """The pod shim: one process per pod, started detached so it outlives the daemon.
 
-It holds the pod's namespaces (network, ipc, uts; pid when the pod shares one, as its pid 1) by
-living in them, so no pause container or image is needed. It is the child subreaper of the pod's
-containers: it creates them (through the executor), copies their stdout/stderr into CRI log
-files, and records every exit on disk, so a daemon that was down still learns how each
-container ended.
+It holds the pod's network, ipc and uts namespaces by living in them (and a shared pid
+namespace through a tiny pid-1 child), so no pause container or image is needed. It is the
+child subreaper of the pod's containers: it creates them (through the executor, or runc for
+that runtime handler), copies their stdout/stderr into CRI log files, and records every exit
+on disk, so a daemon that was down still learns how each container ended.
 
     daemon ──JSON lines over <pod run dir>/shim.sock──> shim
       hello | create | start | kill | delete | reopen_log | state | shutdown
@@ -36,6 +36,7 @@ from observe_rt.errors import NotFound, ObserveRtError
 from observe_rt.host import libc
 from observe_rt.pod.logs import CriLogWriter
 from observe_rt.runtime.executor import Executor
+from observe_rt.runtime.external import ExternalRuntime
 from observe_rt.runtime.state import process_start_time
 
 _NS_FLAGS = {"network": libc.CLONE_NEWNET, "ipc": libc.CLONE_NEWIPC, "uts": libc.CLONE_NEWUTS}
@@ -63,18 +64,24 @@ class Container:
 
 
 class Shim:
-    def __init__(self, directory: Path, oci_root: str) -> None:
+    def __init__(self, directory: Path, oci_root: str, runtime: str = "") -> None:
         self.dir = directory
-        self.executor = Executor(oci_root)
+        # The built-in executor, or another OCI runtime for a CRI runtime handler.
+        self.executor = ExternalRuntime(runtime, oci_root) if runtime else Executor(oci_root)
         self.containers: dict[str, Container] = {}
         self.by_pid: dict[int, Container] = {}
         self.selector = selectors.DefaultSelector()
         self.running = True
+        self.pid_holder = 0
 
     # --- start-up ---------------------------------------------------------------------------
 
-    def enter_namespaces(self, new: set[str], hostname: str) -> dict[str, str]:
-        """Unshare the pod's namespaces in this process; returns their /proc paths."""
+    def enter_namespaces(self, new: set[str], hostname: str,
+                         sysctls: dict[str, str]) -> dict[str, str]:  # fmt: skip
+        """Unshare the pod's namespaces in this process; returns their /proc paths.
+
+        The pod's sysctls are set here, once, in the namespaces its containers will share.
+        """
         flags = 0
         for name in new & set(_NS_FLAGS):
             flags |= _NS_FLAGS[name]
@@ -82,8 +89,15 @@ class Shim:
             libc.unshare(flags)
         if hostname and "uts" in new:
             libc.sethostname(hostname)
-        pid = host_pid()
-        return {n: f"/proc/{pid}/ns/{_NS_FILES[n]}" for n in new}
+        for path, value in sysctls.items():
+            with open(f"/proc/sys/{path}", "w") as f:
+                f.write(value)
+        pid = os.getpid()
+        paths = {n: f"/proc/{pid}/ns/{_NS_FILES[n]}" for n in new - {"pid"}}
+        if "pid" in new:
+            self.pid_holder = start_pid_namespace_holder()
+            paths["pid"] = f"/proc/{self.pid_holder}/ns/pid"
+        return paths
 
     def listen(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError, ObserveRtError):
@@ -157,7 +171,7 @@ class Shim:
     # --- operations -------------------------------------------------------------------------
 
     def op_hello(self) -> dict:
-        return {"pid": host_pid()}
+        return {"pid": os.getpid()}
 
     def op_create(self, id: str, bundle: str, log_path: str = "") -> dict:  # noqa: A002
         directory = self.dir / "containers" / id
@@ -268,20 +282,11 @@ class Shim:
 
     def _record_exit(self, container: Container, status: int) -> None:
         code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        oom = self._oom_killed(container.id)
+        oom = self.executor.oom_killed(container.id)
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         exit_record = {"exit_code": code, "finished_at": time.time_ns(), "reason": reason,
                        "oom_killed": oom}  # fmt: skip
         write_json_atomic(container.dir / "exit.json", exit_record)
-
-    def _oom_killed(self, container_id: str) -> bool:
-        from observe_rt.runtime.cgroups import CgroupManager
-
-        try:
-            saved = self.executor.states.load(container_id).cgroup
-            return CgroupManager.from_state(saved).oom_kill_count() > 0
-        except (ObserveRtError, OSError, KeyError, ValueError):
-            return False
 
     def _shutdown(self) -> None:
         """Kill what is left, record the exits, and go (namespaces die with us)."""
@@ -296,6 +301,9 @@ class Shim:
             time.sleep(0.02)
         for container in self.containers.values():
             self._close_pipes(container)
+        if self.pid_holder:  # the pod's pid namespace ends with its init
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid_holder, signal.SIGKILL)
 
 
 def _drain(fd: int) -> None:
@@ -307,21 +315,46 @@ def _drain(fd: int) -> None:
             raise
 
 
-def host_pid() -> int:
-    """Our pid as the host sees it (os.getpid() says 1 inside a pod pid namespace)."""
-    return int(os.readlink("/proc/self"))
+def start_pid_namespace_holder() -> int:
+    """Start pid 1 of a new pid namespace for the pod's containers to share; returns its pid.
 
-
-def become_pid_namespace_init() -> None:
-    """Make this shim pid 1 of a new pid namespace for the pod's containers to share.
-
-    Orphans in a pid namespace go to its init, never to a subreaper outside it, so the shim
-    must be that init to see its containers exit. The first process leaves; the forked one
-    carries on as the shim (the daemon waits for shim.json, which only it writes).
+    The unshare happens in a throwaway child, so the shim itself and everything it starts stay
+    in the host's pid namespace: pids it sees match the host's /proc (runc relies on that), and
+    containers joining the pod namespace are still reparented to the shim, their subreaper.
+    The holder reaps that namespace's orphans, and ends when the shim ends: it waits on a pipe
+    only the shim can write to (a pid 1 has no parent to get a death signal from).
     """
-    libc.unshare(libc.CLONE_NEWPID)
-    if os.fork():
+    pid_read, pid_write = os.pipe()
+    life_read, life_write = os.pipe()  # the shim keeps life_write open while it lives
+    child = os.fork()
+    if child == 0:
+        os.close(pid_read)
+        libc.unshare(libc.CLONE_NEWPID)
+        holder = os.fork()
+        if holder == 0:
+            os.close(life_write)
+            _hold_pid_namespace(life_read)
+        os.write(pid_write, str(holder).encode())
         os._exit(0)
+    os.close(pid_write)
+    os.close(life_read)
+    holder = int(os.read(pid_read, 32))
+    os.close(pid_read)
+    os.waitpid(child, 0)
+    return holder
+
+
+def _hold_pid_namespace(life: int) -> None:
+    def reap(*_) -> None:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+
+    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while os.read(life, 1):  # EOF: the shim is gone
+        pass
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,15 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oci-root", required=True)
     parser.add_argument("--hostname", default="")
     parser.add_argument("--new-namespaces", default="")
+    parser.add_argument("--runtime", default="", help="an OCI runtime binary instead of ours")
+    parser.add_argument("--sysctl", action="append", default=[], metavar="PATH=VALUE")
     args = parser.parse_args(argv)
     new = {n for n in args.new_namespaces.split(",") if n}
-    if "pid" in new:
-        become_pid_namespace_init()
     libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-    shim = Shim(args.dir, args.oci_root)
-    namespaces = shim.enter_namespaces(new, args.hostname)
+    shim = Shim(args.dir, args.oci_root, args.runtime)
+    sysctls = dict(item.split("=", 1) for item in args.sysctl)
+    namespaces = shim.enter_namespaces(new, args.hostname, sysctls)
     shim.listen(args.dir / "shim.sock")
-    pid = host_pid()
+    pid = os.getpid()
     info = {"pid": pid, "start_time": process_start_time(pid), "namespaces": namespaces}
     write_json_atomic(args.dir / "shim.json", info)
     print(f"observe-rt shim {pid} serving {args.dir}", file=sys.stderr, flush=True)

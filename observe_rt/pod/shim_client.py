@@ -27,21 +27,34 @@ class ShimClient:
 
     @classmethod
     def start(cls, directory: Path, oci_root: str, new_namespaces: set[str], hostname: str,
-              log_path: Path) -> tuple[ShimClient, dict]:  # fmt: skip
+              log_path: Path, runtime: str = "",
+              sysctls: dict[str, str] | None = None) -> tuple[ShimClient, dict]:  # fmt: skip
         """Start a detached shim (own session: it survives the daemon) and wait until ready."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "shim.json").unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "observe_rt.pod.shim", "--dir", str(directory),
-                "--oci-root", oci_root, "--hostname", hostname,
-                "--new-namespaces", ",".join(sorted(new_namespaces))]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "observe_rt.pod.shim",
+            "--dir",
+            str(directory),
+            "--oci-root",
+            oci_root,
+            "--hostname",
+            hostname,
+            "--new-namespaces",
+            ",".join(sorted(new_namespaces)),
+            "--runtime",
+            runtime,
+        ]
+        argv += [f"--sysctl={path}={value}" for path, value in (sysctls or {}).items()]  # fmt: skip
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                        start_new_session=True, close_fds=True)  # fmt: skip
         client = cls(directory)
         deadline = time.monotonic() + _START_TIMEOUT
         while not (directory / "shim.json").exists():
-            # Exit code 0 is the first process of a shim that forked into a pod pid namespace.
-            if process.poll() not in (None, 0):
+            if process.poll() is not None:
                 raise errors.ObserveRtError(
                     f"pod shim exited with {process.returncode} while starting; see {log_path}"
                 )

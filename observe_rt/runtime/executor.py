@@ -172,6 +172,14 @@ class Executor:
             manager.destroy()
             shutil.rmtree(self.states.dir(container_id), ignore_errors=True)
 
+    def oom_killed(self, container_id: str) -> bool:
+        """Whether the memory cgroup OOM-killed anything in the container."""
+        try:
+            saved = self.states.load(container_id).cgroup
+            return cgroups.CgroupManager.from_state(saved).oom_kill_count() > 0
+        except (ObserveRtError, OSError, KeyError, ValueError):
+            return False
+
     # --- run ---------------------------------------------------------------------------------
 
     def run(self, container_id: str, bundle: str) -> int:

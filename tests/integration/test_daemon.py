@@ -68,6 +68,27 @@ def test_host_network_pod_sees_the_hosts_network(daemon):
     assert log_text(status(daemon, cid).log_path).strip() == os.readlink("/proc/self/ns/net")
 
 
+def test_pod_sysctls_and_runc_handler(daemon):
+    config = pod_config(daemon)
+    config.linux.sysctls["kernel.shm_rmid_forced"] = "1"
+    config.linux.sysctls["net.ipv4.ip_unprivileged_port_start"] = "0"
+    for handler in ("", "runc"):
+        config.metadata.name = config.metadata.uid = f"sysctl-{handler or 'builtin'}"
+        config.log_directory = str(daemon.root / "logs" / config.metadata.name)
+        pod_id = (
+            daemon.runtime()
+            .RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config, runtime_handler=handler))
+            .pod_sandbox_id
+        )
+        script = (
+            "cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ip_unprivileged_port_start"
+        )
+        cid = start_container(daemon, pod_id, config, container_config(daemon, "c", script))
+        finished = wait_exited(daemon, cid)
+        assert finished.exit_code == 0, log_text(finished.log_path)
+        assert log_text(finished.log_path).split() == ["1", "0"], handler
+
+
 @pytest.mark.parametrize(
     "script,code,reason",
     [("true", 0, "Completed"), ("exit 3", 3, "Error"), ("tail /dev/zero", 137, "OOMKilled")],

@@ -74,13 +74,14 @@ def test_container_bad_input_leaves_nothing(daemon, extra, code, words):
     assert stub.Version(api_pb2.VersionRequest()).runtime_name == "observe-rt"
 
 
-def test_bad_sysctl_is_refused(daemon):
+def test_bad_sysctl_is_refused_and_leaves_nothing(daemon):
     stub = daemon.runtime()
+    pods_before = len(stub.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items)
+    shims_before = len(daemon.shim_pids())
     config = pod_config(daemon)
     config.linux.sysctls["kernel.core_pattern"] = "|/bin/evil"
-    pod_id = run_pod(daemon, config)
-    err = rpc_error(stub.CreateContainer, api_pb2.CreateContainerRequest(
-        pod_sandbox_id=pod_id, config=container_config(daemon, "c", "true"),
-        sandbox_config=config))  # fmt: skip
+    err = rpc_error(stub.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=config))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "kernel.core_pattern" in err.details()
+    assert "kernel.core_pattern" in err.details() and "not a namespaced sysctl" in err.details()
+    assert len(stub.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items) == pods_before
+    assert len(daemon.shim_pids()) == shims_before
