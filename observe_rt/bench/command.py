@@ -9,7 +9,7 @@ import os
 import shlex
 import signal
 
-from observe_rt.bench import pull_command
+from observe_rt.bench import cri_command, pull_command
 from observe_rt.errors import FailedPrecondition
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "oci": "create + start + wait + delete of /bin/true with observe-rt, runc and crun: "
     "median, p95, min, max and ratio to runc",
     "pull": pull_command.HELP,
+    "cri": cri_command.HELP,
 }
 
 
@@ -51,6 +52,7 @@ def register(sub) -> None:
     oci.add_argument("--json", action="store_true", help="print the report as JSON")
     oci.set_defaults(func=run_oci)  # fmt: skip
     pull_command.register(benchmarks, _count)
+    cri_command.register(benchmarks, _count)
 
 
 def _count(minimum: int):

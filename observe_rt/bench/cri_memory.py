@@ -60,7 +60,9 @@ def command_lines(proc: str = PROC) -> dict[int, list[str]]:
         except OSError:
             continue
         if raw:
-            found[int(entry)] = [arg.decode(errors="replace") for arg in raw.rstrip(b"\0").split(b"\0")]
+            found[int(entry)] = [
+                arg.decode(errors="replace") for arg in raw.rstrip(b"\0").split(b"\0")
+            ]
     return found
 
 

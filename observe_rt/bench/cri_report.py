@@ -44,8 +44,7 @@ def timing_entry(samples: Sequence[dict[str, float]], steps: Sequence[str]) -> d
         "min_ms": round(summary.minimum, 3),
         "max_ms": round(summary.maximum, 3),
         "step_median_ms": {
-            step: round(summarize([sample[step] for sample in samples]).median, 3)
-            for step in steps
+            step: round(summarize([sample[step] for sample in samples]).median, 3) for step in steps
         },
         "samples_ms": [round(total, 3) for total in totals],
     }
