@@ -9,9 +9,11 @@ PYTEST := $(PY) -m pytest
 setup:
 	bash deploy/setup.sh
 
-# Until the daemon exists: set up, then show what this host can do.
+# Set up, show what this host can do, then serve the CRI in the foreground with the
+# embedded defaults (socket /run/observe-rt/observe-rt.sock; Ctrl-C stops it, pods keep running).
 run: setup
 	$(VENV)/bin/observe-rt doctor
+	$(VENV)/bin/observe-rt daemon
 
 # Lint first (seconds), then the unit tier (no root), then the integration tier (root).
 test: setup

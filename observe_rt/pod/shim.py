@@ -243,24 +243,32 @@ class Shim:
 
     # --- output and exits -------------------------------------------------------------------
 
-    def _copy_output(self, fd: int, container: Container) -> None:
+    def _copy_output(self, fd: int, container: Container) -> bool:
+        """Copy what the pipe holds now into the log; False once nothing more is waiting."""
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         if not data:
             self.selector.unregister(fd)
             os.close(fd)
             stream = container.pipes.pop(fd)
             if container.log:
                 container.log.flush_stream(stream)
-            return
+            return False
         if container.log:
             container.log.write(container.pipes[fd], data)
+        return True
+
+    def _drain_output(self, container: Container) -> None:
+        """Everything the container wrote reaches its log before its exit is recorded."""
+        for fd in list(container.pipes):
+            while fd in container.pipes and self._copy_output(fd, container):
+                pass
 
     def _close_pipes(self, container: Container) -> None:
+        self._drain_output(container)
         for fd in list(container.pipes):
-            self._copy_output(fd, container)  # whatever is buffered still reaches the log
             if fd in container.pipes:
                 self.selector.unregister(fd)
                 os.close(fd)
@@ -281,6 +289,7 @@ class Shim:
                 self._record_exit(container, status)
 
     def _record_exit(self, container: Container, status: int) -> None:
+        self._drain_output(container)
         code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         oom = self.executor.oom_killed(container.id)
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")

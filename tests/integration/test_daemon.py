@@ -16,6 +16,7 @@ import pytest
 from observe_rt.cri.v1 import api_pb2
 from tests.support.bundles import cgroup_dirs
 from tests.support.daemon import (
+    OBSERVE_RT,
     container_config,
     log_text,
     pod_config,
@@ -186,3 +187,25 @@ def test_twenty_pods_leave_nothing_behind(daemon):
     assert os.listdir(daemon.state_dir / "pods") == []
     assert os.listdir(daemon.state_dir / "containers") == []
     assert os.listdir(daemon.run_dir / "netns") == []
+
+
+def test_command_line_front(daemon):
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    talker = container_config(daemon, "talker", "echo line-one; echo line-two >&2")
+    cid = start_container(daemon, pod_id, config, talker)
+    wait_exited(daemon, cid)
+
+    def cli(*args):
+        result = subprocess.run([OBSERVE_RT, *args, "--socket", daemon.socket],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "observe-rt" in cli("version")
+    assert pod_id[:13] in cli("pods")
+    assert "talker" in cli("ps", "-a") and cid[:13] in cli("ps", "-a")
+    logs = subprocess.run([OBSERVE_RT, "logs", cid, "--socket", daemon.socket],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (logs.stdout, logs.stderr) == ("line-one\n", "line-two\n")  # each to its stream
+    assert json.loads(cli("inspect", cid))["status"]["metadata"]["name"] == "talker"
