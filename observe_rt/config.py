@@ -23,9 +23,8 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 
+from observe_rt.daemon import DEFAULT_CONFIG_FILE
 from observe_rt.errors import InvalidArgument
-
-DEFAULT_CONFIG_FILE = "/etc/observe-rt/config.toml"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from observe_rt.errors import FailedPrecondition
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
 # benchmark times, so rich and the benchmark modules are imported only when a benchmark runs.
-DEFAULT_RUNTIMES = ("observe-rt", "runc", "crun")
+DEFAULT_RUNTIMES = ("observe-rt", "observe-rt-lib", "runc", "crun")
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 3
 

@@ -171,7 +171,7 @@ class CriBench:
             run.version = run.runtime.version
         except Unavailable as err:
             run.reason = str(err)
-        except Exception as err:  # noqa: BLE001 - any failure to start is reported, not fatal
+        except Exception as err:  # any failure to start is reported, not fatal
             run.reason = f"setup: {_describe(err)}"
             if run.runtime is not None:
                 run.runtime.close()

@@ -87,12 +87,15 @@ def render(result: dict, console) -> None:
     )  # fmt: skip
     for title, columns, rows, text_columns in tables:
         console.print(_table(title, columns, rows, text_columns=text_columns))
-    workload = result["workload"]
+    workload, warmup = result["workload"], result["warmup"]
     notes = (
         *report.summary_lines(result),
+        "Memory: daemon = the observe-rt daemon / containerd process; shim / pod = all shim "
+        "processes' sum over the pods up (N = processes); pause / pod = containerd's sandbox "
+        "processes (observe-rt's shim holds the pod's namespaces itself).",
         f"Pod: one container `{' '.join(workload['command'])}` from {workload['container']}; "
         f"containerd's sandbox image {workload['sandbox_image']}.",
-        f"{result['pods']} pods per runtime after {result['warmup']} warm-up pods; "
+        f"{result['pods']} pods per runtime after {warmup} warm-up pod{'s' * (warmup != 1)}; "
         f"{result['order']}; memory read with every pod up.",
         f"Measured by: {result['command']}",
     )

@@ -96,6 +96,9 @@ def containerd_config(
 
     cgroupfs driver, overlayfs, runc through io.containerd.runc.v2 with a private runc root,
     network namespaces under the state dir, registries from hosts.toml files in `hosts_dir`.
+    restrict_oom_score_adj: the CRI plugin gives sandboxes oom_score_adj -998, and writing a
+    negative value fails (EIO) on these machines, which fails every RunPodSandbox; restricted,
+    it is clamped to containerd's own score (0), as in a rootless or nested setup.
     """
     q = _toml_string
     cri = '[plugins."io.containerd.grpc.v1.cri"'
@@ -151,10 +154,7 @@ state = {q(base / "state")}
 def hosts_toml(registry_host: str) -> str:
     """containerd's hosts.toml for a plain-HTTP registry on `registry_host` (127.0.0.1:PORT)."""
     url = f"http://{registry_host}"
-    return (
-        f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
-        "  skip_verify = true\n"
-    )
+    return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
 
 
 def write_hosts_dir(hosts_dir: Path, registry_host: str) -> Path:

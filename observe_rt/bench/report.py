@@ -29,7 +29,7 @@ def runtime_entry(run: RuntimeRun) -> dict:
     return {
         "available": True,
         "version": run.cli.version if run.cli else "",
-        "command": list(run.cli.argv) if run.cli else [],
+        "command": list(getattr(run.cli, "argv", ())),
         "runs": summary.runs,
         "median_ms": round(summary.median, 3),
         "p95_ms": round(summary.p95, 3),

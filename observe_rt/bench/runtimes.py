@@ -29,6 +29,7 @@ from pathlib import Path
 from observe_rt import __version__
 
 STEPS = ("create", "start", "wait", "delete")
+IN_PROCESS = "observe-rt-lib"
 STEP_TIMEOUT = 30.0
 # Root's PATH usually has these, but `sudo` or a service may not.
 _EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -49,8 +50,25 @@ class RuntimeCli:
         return [*self.argv, "--root", str(self.root), *args]
 
 
-def find_runtime(name: str, root: Path) -> RuntimeCli | str:
+@dataclass(frozen=True)
+class InProcessRuntime:
+    """observe-rt's executor called as a library, the way the pod shim uses it: the same
+    lifecycle without starting an interpreter per step (the CLI figures include that)."""
+
+    name: str
+    root: Path
+    version: str
+
+    def executor(self):
+        from observe_rt.runtime.executor import Executor
+
+        return Executor(str(self.root))
+
+
+def find_runtime(name: str, root: Path) -> RuntimeCli | InProcessRuntime | str:
     """The named runtime's CLI, or the reason it is unavailable."""
+    if name == IN_PROCESS:
+        return InProcessRuntime(name, root, f"observe-rt {__version__} (library)")
     if name == "observe-rt":
         return RuntimeCli(name, (*observe_rt_argv(), "oci"), root, f"observe-rt {__version__}")
     path = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_EXTRA_PATH))
@@ -76,8 +94,10 @@ def _version_line(path: str) -> str:
     return lines[0] if lines else "unknown"
 
 
-def lifecycle(cli: RuntimeCli, container_id: str, bundle: Path) -> dict[str, float]:
+def lifecycle(cli, container_id: str, bundle: Path) -> dict[str, float]:
     """Run one create → start → wait → delete; returns milliseconds per step."""
+    if isinstance(cli, InProcessRuntime):
+        return _lifecycle_in_process(cli, container_id, bundle)
     pid_file = bundle / "container.pid"
     marks = [time.perf_counter_ns()]
     run_cli(cli, "create", "--bundle", str(bundle), "--pid-file", str(pid_file), container_id)
@@ -88,6 +108,29 @@ def lifecycle(cli: RuntimeCli, container_id: str, bundle: Path) -> dict[str, flo
     marks.append(time.perf_counter_ns())
     run_cli(cli, "delete", container_id)
     marks.append(time.perf_counter_ns())
+    spans = zip(STEPS, itertools.pairwise(marks), strict=True)
+    return {step: (end - begin) / 1e6 for step, (begin, end) in spans}
+
+
+def _lifecycle_in_process(runtime: InProcessRuntime, container_id: str, bundle: Path):
+    from observe_rt.errors import ObserveRtError
+
+    executor = runtime.executor()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        marks = [time.perf_counter_ns()]
+        state = executor.create(container_id, str(bundle), stdio=(devnull, devnull, devnull))
+        marks.append(time.perf_counter_ns())
+        executor.start(container_id)
+        marks.append(time.perf_counter_ns())
+        wait_exit(state.pid)
+        marks.append(time.perf_counter_ns())
+        executor.delete(container_id)
+        marks.append(time.perf_counter_ns())
+    except ObserveRtError as err:
+        raise LifecycleError(str(err)) from None
+    finally:
+        os.close(devnull)
     spans = zip(STEPS, itertools.pairwise(marks), strict=True)
     return {step: (end - begin) / 1e6 for step, (begin, end) in spans}
 
@@ -149,7 +192,13 @@ def reap_orphans() -> None:
             return
 
 
-def force_delete(cli: RuntimeCli, container_id: str) -> None:
+def force_delete(cli, container_id: str) -> None:
     """Untimed best-effort removal of a container left behind by a failure or Ctrl-C."""
+    if isinstance(cli, InProcessRuntime):
+        from observe_rt.errors import ObserveRtError
+
+        with contextlib.suppress(ObserveRtError, OSError):
+            cli.executor().delete(container_id, force=True)
+        return
     with contextlib.suppress(LifecycleError):
         run_cli(cli, "delete", "--force", container_id)

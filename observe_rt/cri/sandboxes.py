@@ -96,9 +96,11 @@ class Sandboxes:
         runtime = self.config.runtime_handlers.get(record.runtime_handler, "")
         oci_root = self.config.oci_root if not runtime else os.path.join(
             self.config.run_dir, f"oci-{record.runtime_handler}")  # fmt: skip
+        # Sockets live in a short directory: unix socket paths end at 107 bytes.
+        socket_path = Path(self.config.run_dir) / "s" / f"{record.id[:32]}.sock"
         shim, info = ShimClient.start(pod_dir / "shim", oci_root, new, hostname,
                                       pod_dir / "shim.log", runtime,
-                                      _pod_sysctls(config, new))  # fmt: skip
+                                      _pod_sysctls(config, new), socket_path)  # fmt: skip
         undo.callback(_stop_shim, shim)
         record.shim_dir = str(shim.dir)
         record.namespaces = info["namespaces"]
@@ -152,7 +154,11 @@ class Sandboxes:
 
     def remove(self, record: SandboxRecord) -> None:
         self.stop(record)
-        _stop_shim(self.shim(record))
+        shim = self.shim(record)
+        socket_path = shim.socket_path
+        _stop_shim(shim)
+        if socket_path.parent.name == "s":
+            socket_path.unlink(missing_ok=True)
         if record.shm_mount:
             _unmount(record.shm_mount)
         self._remove_cgroup(record)

@@ -100,8 +100,8 @@ class Shim:
         return paths
 
     def listen(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ObserveRtError):
-            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(path))
         os.chmod(path, 0o600)
@@ -369,6 +369,7 @@ def _hold_pid_namespace(life: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="observe-rt-shim")
     parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--socket", type=Path, help="control socket (default DIR/shim.sock)")
     parser.add_argument("--oci-root", required=True)
     parser.add_argument("--hostname", default="")
     parser.add_argument("--new-namespaces", default="")
@@ -380,9 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     shim = Shim(args.dir, args.oci_root, args.runtime)
     sysctls = dict(item.split("=", 1) for item in args.sysctl)
     namespaces = shim.enter_namespaces(new, args.hostname, sysctls)
-    shim.listen(args.dir / "shim.sock")
+    socket_path = args.socket or args.dir / "shim.sock"
+    shim.listen(socket_path)
     pid = os.getpid()
-    info = {"pid": pid, "start_time": process_start_time(pid), "namespaces": namespaces}
+    info = {"pid": pid, "start_time": process_start_time(pid), "namespaces": namespaces,
+            "socket": str(socket_path)}  # fmt: skip
     write_json_atomic(args.dir / "shim.json", info)
     print(f"observe-rt shim {pid} serving {args.dir}", file=sys.stderr, flush=True)
     shim.serve()

@@ -23,12 +23,19 @@ class ShimGone(errors.Unavailable):
 class ShimClient:
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
-        self.socket_path = self.dir / "shim.sock"
+
+    @property
+    def socket_path(self) -> Path:
+        """Where the shim listens, as it recorded (kept short: unix paths end at 107 bytes)."""
+        try:
+            return Path(self.info()["socket"])
+        except (OSError, ValueError, KeyError):
+            return self.dir / "shim.sock"
 
     @classmethod
     def start(cls, directory: Path, oci_root: str, new_namespaces: set[str], hostname: str,
-              log_path: Path, runtime: str = "",
-              sysctls: dict[str, str] | None = None) -> tuple[ShimClient, dict]:  # fmt: skip
+              log_path: Path, runtime: str = "", sysctls: dict[str, str] | None = None,
+              socket_path: Path | None = None) -> tuple[ShimClient, dict]:  # fmt: skip
         """Start a detached shim (own session: it survives the daemon) and wait until ready."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "shim.json").unlink(missing_ok=True)
@@ -47,7 +54,9 @@ class ShimClient:
             "--runtime",
             runtime,
         ]
-        argv += [f"--sysctl={path}={value}" for path, value in (sysctls or {}).items()]  # fmt: skip
+        argv += [f"--sysctl={path}={value}" for path, value in (sysctls or {}).items()]
+        if socket_path:
+            argv += ["--socket", str(socket_path)]  # fmt: skip
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                        start_new_session=True, close_fds=True)  # fmt: skip

@@ -37,8 +37,8 @@ def test_bench_oci_json_reports_every_runtime():
     assert result["benchmark"] == "oci" and result["workload"] == ["/bin/true"]
     assert result["runs"] == 3 and result["warmup"] == 3 and result["baseline"] == "runc"
     assert result["command"] == "observe-rt bench oci --runs 3"
-    assert list(result["runtimes"]) == ["observe-rt", "runc", "crun"]
-    for name in ("observe-rt", "runc"):
+    assert list(result["runtimes"]) == ["observe-rt", "observe-rt-lib", "runc", "crun"]
+    for name in ("observe-rt", "observe-rt-lib", "runc"):
         entry = result["runtimes"][name]
         assert entry["available"], entry
         assert entry["runs"] == 3 and len(entry["samples_ms"]) == 3

@@ -132,7 +132,8 @@ def test_bench_oci_options():
     assert args.func is command.run_oci
     assert (args.runs, args.warmup, args.runtimes, args.json) == (7, 3, ["runc"], False)
     defaults = cli.build_parser().parse_args(["bench", "oci"])
-    assert defaults.runs == 50 and defaults.runtimes == ["observe-rt", "runc", "crun"]
+    assert defaults.runs == 50
+    assert defaults.runtimes == ["observe-rt", "observe-rt-lib", "runc", "crun"]
     assert command._command_line(defaults) == "observe-rt bench oci --runs 50"
     for bad in (["--runs", "0"], ["--warmup", "-1"], ["--runtimes", ","]):
         with pytest.raises(SystemExit):

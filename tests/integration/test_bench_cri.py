@@ -1,0 +1,122 @@
+"""`observe-rt bench cri` on the real machine with 2 pods: report structure and clean-up (no
+daemon, shim, registry, mount, bridge, cgroup, shim socket, CNI cache entry or temp dir left),
+also after SIGTERM with pods up. No timing claims."""
+
+from __future__ import annotations
+
+import glob
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
+MARK = "/tmp/ocb-"  # the session's temp dir prefix (observe_rt/bench/cri.py)
+
+pytestmark = pytest.mark.root
+
+
+def bench_processes() -> set[tuple[int, str]]:
+    """Daemons, shims and registries of a bench session: their arguments name its temp dir."""
+    found = set()
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            text = Path(path).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if MARK in text and "bench cri" not in text:
+            found.add((int(path.split("/")[2]), text))
+    return found
+
+
+def bridges() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
+    return {name for name in names if name.startswith("ocb")}
+
+
+def leftovers() -> dict:
+    return {
+        "dirs": set(glob.glob(f"{MARK}*")),
+        "processes": bench_processes(),
+        "mounts": [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                   if MARK in line],
+        "bridges": bridges(),
+        "cgroups": set(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-cri-*"))
+        | set(glob.glob("/sys/fs/cgroup/observe-rt-bench-cri-*")),
+        "shim_sockets": set(glob.glob("/run/containerd/s/*")),
+        "cni_cache": set(glob.glob("/var/lib/cni/results/ocb-*")),
+    }  # fmt: skip
+
+
+def test_bench_cri_json_reports_both_runtimes_and_leaves_nothing():
+    before = leftovers()
+    out = subprocess.run(
+        [OBSERVE_RT, "bench", "cri", "--pods", "2", "--json"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["benchmark"] == "cri" and result["baseline"] == "containerd"
+    assert result["pods"] == 2 and result["warmup"] == 2
+    assert result["command"] == "observe-rt bench cri --pods 2"
+    assert result["start"] == "RunPodSandbox + CreateContainer + StartContainer"
+    assert result["teardown"] == "StopPodSandbox + RemovePodSandbox"
+    workload = result["workload"]
+    assert workload["command"] == ["sleep", "3600"]
+    assert workload["container"].startswith("127.0.0.1:")
+    assert workload["sandbox_image"].endswith("/bench/pause:1")
+    assert list(result["runtimes"]) == ["observe-rt", "containerd"]
+    for name, entry in result["runtimes"].items():
+        assert entry["available"], entry
+        for phase, steps in (("start", 3), ("teardown", 2)):
+            figures = entry[phase]
+            assert figures["runs"] == 2 and len(figures["samples_ms"]) == 2
+            assert figures["min_ms"] <= figures["median_ms"] <= figures["p95_ms"]
+            assert (
+                figures["p95_ms"] <= figures["max_ms"] and len(figures["step_median_ms"]) == steps
+            )
+        memory = entry["memory"]
+        assert memory["pods_up"] == 2
+        assert memory["daemon"]["rss_mib"] >= memory["daemon"]["pss_mib"] > 1
+        shims = memory["shims"]
+        assert shims["processes"] >= 2, name  # one shim per pod for both runtimes
+        assert shims["rss_mib_per_pod"] >= shims["pss_mib_per_pod"] > 0
+        assert all(value > 0 for value in entry["ratio_to_containerd"].values()), name
+    containerd = result["runtimes"]["containerd"]
+    assert containerd["version"].startswith("containerd ") and "runc" in containerd["version"]
+    assert containerd["memory"]["sandbox_processes"]["processes"] >= 2
+    assert "sandbox_processes" not in result["runtimes"]["observe-rt"]["memory"]
+    assert set(containerd["ratio_to_containerd"].values()) == {1.0}
+    assert leftovers() == before
+
+
+def test_sigterm_with_pods_up_cleans_up():
+    before = leftovers()
+    bench = subprocess.Popen(
+        [OBSERVE_RT, "bench", "cri", "--pods", "20", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and bench.poll() is None:
+            new = [text for _, text in bench_processes() - before["processes"]]
+            shims = [text for text in new if "shim-runc-v2" in text or "pod.shim" in text]
+            if len(shims) >= 4:  # pods of both runtimes are up
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no pods started by the bench: {bench.communicate()[1]}")
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=180)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 130, err
+    assert "interrupted" in err
+    assert leftovers() == before
