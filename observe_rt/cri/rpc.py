@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import grpc
 
@@ -24,16 +25,21 @@ def status_code(error: BaseException) -> grpc.StatusCode:
 
 
 def unary(method):
-    """Decorate a servicer method: turn raised errors into an aborted call with a status."""
+    """Decorate a servicer method: log it, and turn raised errors into a status code."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
+        started = time.monotonic()
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
         except Exception as error:  # noqa: BLE001 - every failure becomes a status, not a crash
             code = status_code(error)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
+            else:
+                log.info("%s: %s: %s", method.__name__, code.name, error)
             context.abort(code, str(error) or type(error).__name__)
+        log.debug("%s ok in %.1f ms", method.__name__, (time.monotonic() - started) * 1000)
+        return response
 
     return wrapper
