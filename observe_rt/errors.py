@@ -32,3 +32,7 @@ class FailedPrecondition(ObserveRtError):
 
 class Unavailable(ObserveRtError):
     grpc_code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ObserveRtError):
+    grpc_code = "DEADLINE_EXCEEDED"

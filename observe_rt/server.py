@@ -57,7 +57,11 @@ def build_server(cfg: DaemonConfig) -> tuple:
     sandboxes = Sandboxes(cfg, RecordStore(Path(cfg.state_dir) / "pods", SandboxRecord), network)
     containers = Containers(cfg, RecordStore(Path(cfg.state_dir) / "containers", ContainerRecord),
                             sandboxes, images)  # fmt: skip
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cri"))
+    # Message limits as containerd sets them: ExecSync output alone may be 2 x 16 MiB.
+    limits = [("grpc.max_receive_message_length", 64 << 20),
+              ("grpc.max_send_message_length", 64 << 20)]  # fmt: skip
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cri"),
+                         options=limits)  # fmt: skip
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(
         RuntimeServicer(sandboxes, containers, network), server
     )
@@ -77,6 +81,8 @@ def serve(cfg: DaemonConfig) -> int:
     log.info("serving CRI on %s (%d pods, %d containers reloaded)", cfg.socket,
              len(parts["sandboxes"].store.all()), recovered)  # fmt: skip
     stop = threading.Event()
+    threading.Thread(target=parts["containers"].watch_exits, args=(stop,), daemon=True,
+                     name="exit-watcher").start()  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()

@@ -16,12 +16,14 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
 
 from observe_rt import errors
 from observe_rt.config import DaemonConfig
+from observe_rt.cri.events import EventBus, LifecycleEvent
 from observe_rt.cri.records import ContainerRecord, RecordStore, SandboxRecord, encode
 from observe_rt.cri.v1 import api_pb2
 from observe_rt.oci.images import ImageService
@@ -30,11 +32,13 @@ from observe_rt.pod.shim_client import ShimGone
 
 
 class Containers:
-    def __init__(self, config: DaemonConfig, store: RecordStore, sandboxes, images: ImageService):
+    def __init__(self, config: DaemonConfig, store: RecordStore, sandboxes, images: ImageService,
+                 bus: EventBus | None = None):  # fmt: skip
         self.config = config
         self.store = store
         self.sandboxes = sandboxes
         self.images = images
+        self.bus = bus or EventBus()
         self.run_dir = Path(config.run_dir) / "containers"
         self.data_dir = Path(config.state_dir) / "rootfs"
 
@@ -72,7 +76,11 @@ class Containers:
             self._build(record, sandbox, config, sandbox_config, image, undo)
             self.store.save(record)
             undo.pop_all()
+        self._publish(record, "CREATED")
         return record
+
+    def _publish(self, record: ContainerRecord, kind: str) -> None:
+        self.bus.publish(LifecycleEvent(record.id, record.sandbox_id, kind, time.time_ns()))
 
     def _build(self, record, sandbox, config, sandbox_config, image, undo) -> None:
         from observe_rt.cri.container_spec import build_container_spec, stop_signal
@@ -120,6 +128,7 @@ class Containers:
         reply = self.sandboxes.shim(sandbox).call("start", id=record.id)
         record.started_at, record.state = reply["started_at"], "RUNNING"
         self.store.save(record)
+        self._publish(record, "STARTED")
 
     def stop(self, record: ContainerRecord, timeout: int) -> None:
         """The stop signal, `timeout` seconds, then SIGKILL to every process in its cgroup."""
@@ -154,16 +163,15 @@ class Containers:
         shutil.rmtree(self.run_dir / record.id, ignore_errors=True)
         shutil.rmtree(self.data_dir / record.id, ignore_errors=True)
         self.store.delete(record.id)
+        self._publish(record, "DELETED")
 
     def _delete_in_shim(self, sandbox: SandboxRecord, container_id: str) -> None:
         try:
             self.sandboxes.shim(sandbox).call("delete", id=container_id)
         except ShimGone:
-            # No shim: clean the executor's state and cgroup from here.
-            from observe_rt.runtime.executor import Executor
-
+            # No shim: clean the runtime's state and cgroup from here.
             with contextlib.suppress(errors.NotFound):
-                Executor(self.config.oci_root).delete(container_id, force=True)
+                self.sandboxes.runtime(sandbox).delete(container_id, force=True)
 
     def reopen_log(self, record: ContainerRecord) -> None:
         record = self.refresh(record)
@@ -175,6 +183,10 @@ class Containers:
 
     def refresh(self, record: ContainerRecord) -> ContainerRecord:
         """Merge what the shim recorded (start, exit) into the record, and persist changes."""
+        with self.store.lock:  # the exit watcher and RPCs refresh concurrently
+            return self._refresh(record)
+
+    def _refresh(self, record: ContainerRecord) -> ContainerRecord:
         if record.state in ("EXITED", "UNKNOWN"):
             return record
         sandbox = self.sandboxes.store.get(record.sandbox_id)
@@ -194,14 +206,59 @@ class Containers:
         else:
             return record
         self.store.save(record)
+        self._publish(record, "STOPPED")
         return record
+
+    def watch_exits(self, stop: threading.Event, interval: float = 0.5) -> None:
+        """Notice exits without waiting for a status call, so STOPPED events flow."""
+        while not stop.wait(interval):
+            for record in self.store.all():
+                if record.state in ("RUNNING", "CREATED") and record.bundle:
+                    with contextlib.suppress(Exception):
+                        self.refresh(record)
+
+    # --- exec and resources -------------------------------------------------------------------
+
+    def exec_sync(self, record: ContainerRecord, cmd: list[str], timeout: float):
+        record = self.refresh(record)
+        if record.state != "RUNNING":
+            raise errors.FailedPrecondition(
+                f"container {record.id} is {record.state.lower()}: exec needs a running container"
+            )
+        if not cmd:
+            raise errors.InvalidArgument("ExecSyncRequest.cmd: a command is required")
+        runtime = self.sandboxes.runtime(self.sandboxes.get(record.sandbox_id))
+        if hasattr(runtime, "exec_sync"):
+            return runtime.exec_sync(record.id, cmd, timeout)
+        from observe_rt.runtime.exec import exec_sync
+
+        return exec_sync(runtime, record.id, cmd, timeout)
+
+    def update_resources(self, record: ContainerRecord, resources) -> None:
+        """New cgroup limits for a running container (validated as at create)."""
+        from observe_rt.cri.container_security import resources as linux_resources
+        from observe_rt.runtime import cgroups
+
+        record = self.refresh(record)
+        if record.state not in ("RUNNING", "CREATED"):
+            raise errors.FailedPrecondition(f"container {record.id} is {record.state.lower()}")
+        spec = json.loads((Path(record.bundle) / "config.json").read_text())
+        try:
+            oci = linux_resources(resources)
+            plan = cgroups.plan(oci, spec["linux"]["cgroupsPath"], cgroups.detect_layout(),
+                                record.id)  # fmt: skip
+        except ValueError as err:
+            raise errors.InvalidArgument(str(err)) from None
+        try:
+            cgroups.CgroupManager(plan).apply_writes()
+        except cgroups.CgroupError as err:  # e.g. a memory limit below what is in use
+            raise errors.FailedPrecondition(str(err)) from None
 
     def _kill_orphans(self, record: ContainerRecord) -> None:
         """Without its shim a container may still run, reparented to init: end it."""
-        from observe_rt.runtime.executor import Executor
-
         with contextlib.suppress(errors.ObserveRtError, OSError):
-            Executor(self.config.oci_root).kill(record.id, signal.SIGKILL, all_processes=True)
+            runtime = self.sandboxes.runtime(self.sandboxes.get(record.sandbox_id))
+            runtime.kill(record.id, signal.SIGKILL, all_processes=True)
 
 
 def _unique_name(meta: api_pb2.ContainerMetadata, sandbox_id: str) -> str:

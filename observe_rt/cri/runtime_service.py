@@ -69,7 +69,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     @unary
     def StopPodSandbox(self, request, context):
-        record = self.sandboxes.get(request.pod_sandbox_id)
+        try:
+            record = self.sandboxes.get(request.pod_sandbox_id)
+        except errors.NotFound:
+            return api_pb2.StopPodSandboxResponse()  # CRI: stopping twice is not an error
         for container in self.containers.of_sandbox(record.id):
             self.containers.stop(container, 0)
         self.sandboxes.stop(record)
@@ -116,7 +119,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     @unary
     def StopContainer(self, request, context):
-        self.containers.stop(self.containers.get(request.container_id), request.timeout)
+        with contextlib.suppress(errors.NotFound):  # CRI: stopping twice is not an error
+            self.containers.stop(self.containers.get(request.container_id), request.timeout)
         return api_pb2.StopContainerResponse()
 
     @unary
@@ -141,6 +145,46 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                    if r.id in self.containers.store.items and r.bundle]  # fmt: skip
         items = [convert.container(r) for r in records]
         return api_pb2.ListContainersResponse(containers=convert.filter_containers(items, wanted))
+
+    @unary
+    def ExecSync(self, request, context):
+        record = self.containers.get(request.container_id)
+        result = self.containers.exec_sync(record, list(request.cmd), request.timeout)
+        return api_pb2.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr,
+                                        exit_code=result.exit_code)  # fmt: skip
+
+    @unary
+    def UpdateContainerResources(self, request, context):
+        record = self.containers.get(request.container_id)
+        self.containers.update_resources(record, request.linux)
+        return api_pb2.UpdateContainerResourcesResponse()
+
+    def GetContainerEvents(self, request, context):
+        """Stream lifecycle events until the client goes away (each client has its own queue)."""
+        subscription = self.containers.bus.subscribe()
+        try:
+            while context.is_active():
+                event = subscription.get(timeout=0.5)
+                if event is not None:
+                    yield self._event_message(event)
+        finally:
+            subscription.close()
+
+    def _event_message(self, event) -> api_pb2.ContainerEventResponse:
+        kinds = {"CREATED": api_pb2.CONTAINER_CREATED_EVENT,
+                 "STARTED": api_pb2.CONTAINER_STARTED_EVENT,
+                 "STOPPED": api_pb2.CONTAINER_STOPPED_EVENT,
+                 "DELETED": api_pb2.CONTAINER_DELETED_EVENT}  # fmt: skip
+        message = api_pb2.ContainerEventResponse(
+            container_id=event.container_id, container_event_type=kinds[event.kind],
+            created_at=event.at_ns,
+        )  # fmt: skip
+        with contextlib.suppress(errors.NotFound):
+            sandbox = self.sandboxes.get(event.sandbox_id)
+            message.pod_sandbox_status.CopyFrom(convert.sandbox_status(sandbox))
+            for record in self.containers.of_sandbox(sandbox.id):
+                message.containers_statuses.append(convert.container_status(record))
+        return message
 
     @unary
     def ReopenContainerLog(self, request, context):

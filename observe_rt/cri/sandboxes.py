@@ -52,6 +52,24 @@ class Sandboxes:
     def shim(self, record: SandboxRecord) -> ShimClient:
         return ShimClient(Path(record.shim_dir))
 
+    def _runtime_location(self, record: SandboxRecord) -> tuple[str, str]:
+        """(OCI runtime binary or "" for the built-in executor, its state root) for the pod."""
+        binary = self.config.runtime_handlers.get(record.runtime_handler, "")
+        if not binary:
+            return "", self.config.oci_root
+        return binary, os.path.join(self.config.run_dir, f"oci-{record.runtime_handler}")
+
+    def runtime(self, record: SandboxRecord):
+        """The pod's OCI runtime as the daemon drives it directly (ExecSync, clean-up)."""
+        binary, root = self._runtime_location(record)
+        if binary:
+            from observe_rt.runtime.external import ExternalRuntime
+
+            return ExternalRuntime(binary, root)
+        from observe_rt.runtime.executor import Executor
+
+        return Executor(root)
+
     # --- run ----------------------------------------------------------------------------------
 
     def run(self, config: api_pb2.PodSandboxConfig, handler: str) -> SandboxRecord:
@@ -93,9 +111,7 @@ class Sandboxes:
         undo.callback(self._remove_cgroup, record)
         new = _new_namespaces(options)
         hostname = config.hostname or (os.uname().nodename if host_network else "")
-        runtime = self.config.runtime_handlers.get(record.runtime_handler, "")
-        oci_root = self.config.oci_root if not runtime else os.path.join(
-            self.config.run_dir, f"oci-{record.runtime_handler}")  # fmt: skip
+        runtime, oci_root = self._runtime_location(record)
         # Sockets live in a short directory: unix socket paths end at 107 bytes.
         socket_path = Path(self.config.run_dir) / "s" / f"{record.id[:32]}.sock"
         shim, info = ShimClient.start(pod_dir / "shim", oci_root, new, hostname,

@@ -108,7 +108,7 @@ class Executor:
             theirs.close()
             undo.callback(_reap, init)
             manager.add_process(init.pid)  # before unshare(cgroup): its cgroup is the ns root
-            channel = _Channel(ours)
+            channel = InitChannel(ours)
             channel.send(plan)
             message = channel.receive()
             if message.get("userns"):
@@ -196,7 +196,7 @@ class Executor:
             self.delete(container_id, force=True)
 
 
-class _Channel:
+class InitChannel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = sock.makefile("r")

@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 
-from observe_rt.errors import FailedPrecondition, NotFound, ObserveRtError
+from observe_rt.errors import DeadlineExceeded, FailedPrecondition, NotFound, ObserveRtError
 from observe_rt.runtime import cgroups
 
 
@@ -60,6 +61,26 @@ class ExternalRuntime:
 
     def delete(self, container_id: str, force: bool = False) -> None:
         self._run("delete", *(["--force"] if force else []), container_id)
+
+    def exec_sync(self, container_id: str, args: list[str], timeout: float):
+        """`<runtime> exec`, with the same output cap and timeout as the built-in ExecSync."""
+        from observe_rt.runtime.exec import OUTPUT_LIMIT, ExecResult, collect_output
+
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        process = subprocess.Popen(
+            [self.binary, "--root", self.root, "exec", container_id, *args],
+            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, start_new_session=True,
+        )  # fmt: skip
+        os.close(out_w)
+        os.close(err_w)
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        stdout, stderr, truncated = collect_output(out_r, err_r, deadline, OUTPUT_LIMIT)
+        if stdout is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+            raise DeadlineExceeded(f"command timed out after {timeout:g}s and was killed")
+        return ExecResult(process.wait(), stdout, stderr, truncated)
 
     def oom_killed(self, container_id: str) -> bool:
         """From the container's own memory cgroup, found through its bundle's cgroupsPath."""

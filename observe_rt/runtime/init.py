@@ -65,6 +65,8 @@ def main() -> None:
     try:
         libc.prctl(libc.PR_SET_DUMPABLE, 0)  # CVE-2019-5736: nobody may open /proc/<us>/exe
         plan = channel.receive()
+        if plan.get("exec"):
+            exec_in_container(plan, channel)
         # Opened before any user namespace: the mapped ids may not reach the state root.
         plan["state_dir_fd"] = os.open(plan["state_dir"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         enter_namespaces(plan, channel)
@@ -88,14 +90,16 @@ def _fail(channel: Channel, err: BaseException) -> None:
 
 def enter_namespaces(plan: dict, channel: Channel) -> None:
     by_type = {ns["type"]: ns for ns in plan["namespaces"]}
-    for ns_type in _JOIN_ORDER:
-        ns = by_type.get(ns_type)
-        if ns and ns["path"]:
-            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                libc.setns(fd, _NS_FLAGS[ns_type])
-            finally:
-                os.close(fd)
+    # Open every path first: once in another mount namespace, /proc/<pid> means something else.
+    fds = {t: os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+           for t, ns in by_type.items() if ns["path"]}  # fmt: skip
+    try:
+        for ns_type in _JOIN_ORDER:
+            if ns_type in fds:
+                libc.setns(fds[ns_type], _NS_FLAGS[ns_type])
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     new = [t for t, ns in by_type.items() if not ns["path"]]
     if "user" in new:
         libc.unshare(libc.CLONE_NEWUSER)
@@ -114,7 +118,7 @@ def enter_namespaces(plan: dict, channel: Channel) -> None:
 def container_init(plan: dict, channel: Channel) -> None:
     process = plan["process"]
     if plan["seccomp"]:
-        seccomp._libseccomp()  # dlopen while the host's libraries are still reachable
+        seccomp.preload()
     if any(ns["type"] == "mount" for ns in plan["namespaces"]):
         build_rootfs(plan)
     if plan["hostname"]:
@@ -127,6 +131,51 @@ def container_init(plan: dict, channel: Channel) -> None:
     lsm.set_exec_labels(process["apparmor_profile"], process["selinux_label"])
     for number, soft, hard in process["rlimits"]:
         resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
+    lock_down(plan)
+    channel.send(ready=True)
+    channel.sock.close()
+    wait_for_start(plan["state_dir_fd"])
+    exec_workload(executable, process)
+
+
+def exec_in_container(plan: dict, channel: Channel) -> None:
+    """ExecSync: join every namespace of a running container, then run one command in it.
+
+    This process stays outside (it joined the pid namespace only for its child), waits for
+    the command and reports its exit code; the command leads its own session, so a timeout can
+    kill the whole tree it started.
+    """
+    if plan["seccomp"]:
+        seccomp.preload()
+    enter_namespaces(plan, channel)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setsid()
+            run_exec_process(plan)
+        except BaseException as err:  # noqa: BLE001 - the caller must hear why
+            _fail(channel, err)
+    channel.send(pid=child)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    channel.send(exit=128 - code if code < 0 else code)
+    os._exit(0)
+
+
+def run_exec_process(plan: dict) -> None:
+    """The command gets the container's user, capabilities, no_new_privs and seccomp."""
+    process = plan["process"]
+    os.chdir(process["cwd"])
+    executable = find_executable(process["args"][0], process["path"])
+    for number, soft, hard in process["rlimits"]:
+        resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
+    lock_down(plan)
+    exec_workload(executable, process)
+
+
+def lock_down(plan: dict) -> None:
+    """User, capabilities, no_new_privs and seccomp, in the order that keeps each possible."""
+    process = plan["process"]
     if plan["seccomp"] and not process["no_new_privileges"]:
         seccomp.load(plan["seccomp"], no_new_privs=False)  # needs CAP_SYS_ADMIN: before caps
     caps = process["capabilities"]
@@ -139,10 +188,6 @@ def container_init(plan: dict, channel: Channel) -> None:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     if plan["seccomp"] and process["no_new_privileges"]:
         seccomp.load(plan["seccomp"], no_new_privs=True)
-    channel.send(ready=True)
-    channel.sock.close()
-    wait_for_start(plan["state_dir_fd"])
-    exec_workload(executable, process)
 
 
 def build_rootfs(plan: dict) -> None:

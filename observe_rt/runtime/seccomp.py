@@ -273,6 +273,12 @@ def _libseccomp() -> ctypes.CDLL:
     return _lib
 
 
+def preload() -> None:
+    """Open libseccomp now, while the host's libraries are still reachable (before pivot_root
+    or joining a container's mount namespace)."""
+    _libseccomp()
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     ctx, u32, cint, name = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_char_p
     lib.seccomp_init.argtypes, lib.seccomp_init.restype = [u32], ctx

@@ -29,7 +29,6 @@ def test_pod_bad_input(daemon):
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "kata" in err.details()
     for call, request in (
         (stub.PodSandboxStatus, api_pb2.PodSandboxStatusRequest(pod_sandbox_id="nope")),
-        (stub.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id="nope")),
         (stub.ContainerStatus, api_pb2.ContainerStatusRequest(container_id="nope")),
         (stub.StartContainer, api_pb2.StartContainerRequest(container_id="")),
     ):

@@ -81,7 +81,9 @@ class Daemon:
                 self.process.wait()
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(f"unix://{self.socket}")
+        # As the kubelet does: ExecSync answers may carry 16 MiB per stream.
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        return grpc.insecure_channel(f"unix://{self.socket}", options=options)
 
     def runtime(self) -> api_pb2_grpc.RuntimeServiceStub:
         return api_pb2_grpc.RuntimeServiceStub(self.channel())

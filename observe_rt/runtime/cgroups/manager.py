@@ -145,6 +145,23 @@ class CgroupManager:
             self._remove_created(time.monotonic() + 1.0, quiet=True)
             raise
 
+    def apply_writes(self) -> None:
+        """Write the plan's limits to existing directories (a resource update).
+
+        When memory and swap move together, v1 wants the larger value written last; a failed
+        write is retried once after the others (containerd's order problem, solved by retry).
+        """
+        if self._plan is None:
+            raise CgroupError(f"cgroup {self.cgroup_path}: restored from state, no plan to apply")
+        failed = []
+        for write in self._plan.writes:
+            try:
+                self._apply(write)
+            except CgroupError:
+                failed.append(write)
+        for write in failed:
+            self._apply(write)
+
     def _make_dirs(self, root: str, leaf: str) -> None:
         parts = os.path.relpath(leaf, root).split(os.sep)
         for attempt in range(3):
