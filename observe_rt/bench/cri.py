@@ -26,7 +26,6 @@ noise lands on both alike. A runtime that fails is dropped with the reason.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import signal
@@ -38,6 +37,7 @@ from pathlib import Path
 
 from observe_rt.bench import cri_memory, cri_setup
 from observe_rt.bench.bundle import cgroup_dirs, remove_cgroup_tree
+from observe_rt.bench.common import Session, clean_env, rotated, signals_ignored
 from observe_rt.bench.containerd import unmount_under
 from observe_rt.bench.cri_image import BenchImages, push_bench_images
 from observe_rt.bench.cri_runtimes import (
@@ -50,7 +50,6 @@ from observe_rt.bench.cri_runtimes import (
     Unavailable,
     remove_empty_dirs,
 )
-from observe_rt.bench.pull import _signals_ignored, clean_env
 from observe_rt.bench.registry import RunningRegistry, start_registry
 
 RUNTIMES = ("observe-rt", "containerd")
@@ -129,14 +128,7 @@ def container_config(image: str):
     )  # fmt: skip
 
 
-def rotated(items: list, shift: int) -> list:
-    if not items:
-        return []
-    shift %= len(items)
-    return items[shift:] + items[:shift]
-
-
-class CriBench:
+class CriBench(Session):
     def __init__(self, runtimes: tuple[str, ...] = RUNTIMES) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir="/tmp"))
         self.session = secrets.token_hex(3)
@@ -175,12 +167,6 @@ class CriBench:
             run.reason = f"setup: {_describe(err)}"
             if run.runtime is not None:
                 run.runtime.close()
-
-    def __enter__(self) -> CriBench:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # --- the measurement -----------------------------------------------------------------------
 
@@ -269,7 +255,7 @@ class CriBench:
     def close(self) -> None:
         """Pods, daemons, shims, mounts, bridges, cgroups, the registry and the temp dir; a
         second Ctrl-C or SIGTERM can't cut it short."""
-        with _signals_ignored(signal.SIGINT, signal.SIGTERM):
+        with signals_ignored(signal.SIGINT, signal.SIGTERM):
             for run in self.runs:
                 if run.runtime is not None:
                     run.runtime.close()
@@ -309,7 +295,3 @@ def _describe(err: BaseException) -> str:
     if isinstance(err, grpc.RpcError):
         return f"{err.code().name}: {err.details()}"
     return str(err) or type(err).__name__
-
-
-def host_info() -> dict:
-    return {"kernel": os.uname().release, "cpus": os.cpu_count()}

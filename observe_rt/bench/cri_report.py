@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from observe_rt.bench import common
+from observe_rt.bench.common import times
 from observe_rt.bench.cri import START_STEPS, TEARDOWN_STEPS, MemorySample, RuntimeRun
-from observe_rt.bench.stats import ratio, summarize
+from observe_rt.bench.stats import ratio
 
 BASELINE = "containerd"
 ORDER = "alternating, one pod per runtime per iteration, order rotated each iteration"
@@ -33,22 +35,6 @@ RATIO_KEYS = (
 
 def _mib(kib: float) -> float:
     return round(kib / 1024, 2)
-
-
-def timing_entry(samples: Sequence[dict[str, float]], steps: Sequence[str]) -> dict:
-    totals = [sum(sample[step] for step in steps) for sample in samples]
-    summary = summarize(totals)
-    return {
-        "runs": summary.runs,
-        "median_ms": round(summary.median, 3),
-        "p95_ms": round(summary.p95, 3),
-        "min_ms": round(summary.minimum, 3),
-        "max_ms": round(summary.maximum, 3),
-        "step_median_ms": {
-            step: round(summarize([sample[step] for sample in samples]).median, 3) for step in steps
-        },
-        "samples_ms": [round(total, 3) for total in totals],
-    }
 
 
 def _group(usages, pods: int) -> dict:
@@ -80,8 +66,8 @@ def runtime_entry(run: RuntimeRun) -> dict:
     return {
         "available": True,
         "version": run.version,
-        "start": timing_entry(run.starts, START_STEPS),
-        "teardown": timing_entry(run.teardowns, TEARDOWN_STEPS),
+        "start": common.timing_figures(run.starts, START_STEPS),
+        "teardown": common.timing_figures(run.teardowns, TEARDOWN_STEPS),
         "memory": memory_entry(run.memory),
     }
 
@@ -92,17 +78,15 @@ def _dig(entry: dict, path: tuple[str, ...]):
     return entry
 
 
+def _ratios(entry: dict, base: dict) -> dict[str, float | None]:
+    return {key: ratio(_dig(entry, path), _dig(base, path)) for key, path in RATIO_KEYS}
+
+
 def build_report(
     runs: Sequence[RuntimeRun], images: dict, warmup: int, pods: int, host: dict
 ) -> dict:
     runtimes = {run.name: runtime_entry(run) for run in runs}
-    base = runtimes.get(BASELINE, {})
-    for entry in runtimes.values():
-        if entry["available"]:
-            ratios = {key: ratio(_dig(entry, path), _dig(base, path)) for key, path in RATIO_KEYS}
-            entry[f"ratio_to_{BASELINE}"] = {
-                key: None if value is None else round(value, 3) for key, value in ratios.items()
-            }
+    common.add_ratios(runtimes, BASELINE, _ratios)
     return {
         "benchmark": "cri",
         "pods": pods,
@@ -120,12 +104,8 @@ def build_report(
 # --- table rows -----------------------------------------------------------------------------
 
 
-def _times(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}×"
-
-
 def _available(report: dict) -> list[tuple[str, dict]]:
-    return [(name, entry) for name, entry in report["runtimes"].items() if entry["available"]]
+    return common.available(report["runtimes"])
 
 
 def timing_rows(report: dict, phase: str) -> list[list[str]]:
@@ -136,7 +116,7 @@ def timing_rows(report: dict, phase: str) -> list[list[str]]:
         rows.append([
             name, str(figures["runs"]),
             *(f"{figures[key]:.1f}" for key in ("median_ms", "p95_ms", "min_ms", "max_ms")),
-            _times(entry[f"ratio_to_{BASELINE}"][f"{phase}_median"]),
+            times(entry[f"ratio_to_{BASELINE}"][f"{phase}_median"]),
         ])  # fmt: skip
     return rows
 
@@ -156,11 +136,11 @@ def memory_rows(report: dict) -> list[list[str]]:
         memory, ratios = entry["memory"], entry[f"ratio_to_{BASELINE}"]
         daemon, shims = memory["daemon"], memory["shims"]
         rows.append([name, "daemon", "1", f"{daemon['rss_mib']:.1f}", f"{daemon['pss_mib']:.1f}",
-                     _times(ratios["daemon_rss"]), _times(ratios["daemon_pss"])])  # fmt: skip
+                     times(ratios["daemon_rss"]), times(ratios["daemon_pss"])])  # fmt: skip
         rows.append([name, "shim / pod", str(shims["processes"]),
                      _per_pod(shims, "rss"), _per_pod(shims, "pss"),
-                     _times(ratios["shim_rss_per_pod"]),
-                     _times(ratios["shim_pss_per_pod"])])  # fmt: skip
+                     times(ratios["shim_rss_per_pod"]),
+                     times(ratios["shim_pss_per_pod"])])  # fmt: skip
         if "sandbox_processes" in memory:
             pause = memory["sandbox_processes"]
             rows.append([name, "pause / pod", str(pause["processes"]),
@@ -175,22 +155,16 @@ def _per_pod(group: dict, kind: str) -> str:
 
 def summary_lines(report: dict) -> list[str]:
     """Unavailable runtimes with their reasons, then the ratios in words."""
-    lines = [
-        f"{name}: unavailable: {entry['reason']}"
-        for name, entry in report["runtimes"].items()
-        if not entry["available"]
-    ]
-    for name, entry in _available(report):
-        ratios = entry[f"ratio_to_{BASELINE}"]
-        if name == BASELINE or ratios["start_median"] is None:
-            continue
-        lines.append(
-            f"{name} vs {BASELINE} (medians): pod start {_times(ratios['start_median'])}, "
-            f"teardown {_times(ratios['teardown_median'])}; daemon RSS "
-            f"{_times(ratios['daemon_rss'])}; shim per pod RSS "
-            f"{_times(ratios['shim_rss_per_pod'])}, PSS {_times(ratios['shim_pss_per_pod'])}."
+
+    def sentence(name: str, ratios: dict) -> str:
+        return (
+            f"{name} vs {BASELINE} (medians): pod start {times(ratios['start_median'])}, "
+            f"teardown {times(ratios['teardown_median'])}; daemon RSS "
+            f"{times(ratios['daemon_rss'])}; shim per pod RSS "
+            f"{times(ratios['shim_rss_per_pod'])}, PSS {times(ratios['shim_pss_per_pod'])}."
         )
-    return lines
+
+    return common.summary_lines(report["runtimes"], BASELINE, "start_median", sentence)
 
 
 def memory_title(report: dict) -> str:

@@ -10,19 +10,18 @@ removes even after a failure or Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
 import signal
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from observe_rt.bench import bundle as bundles
+from observe_rt.bench.common import Session, round_robin, signals_ignored
 from observe_rt.bench.runtimes import (
     LifecycleError,
     RuntimeCli,
@@ -64,7 +63,7 @@ def slugs(names: list[str]) -> list[str]:
     return result
 
 
-class OciBench:
+class OciBench(Session):
     """A benchmark session; use as a context manager so clean-up always runs."""
 
     def __init__(self, runtimes: list[str], workload: tuple[str, ...] = WORKLOAD) -> None:
@@ -87,32 +86,16 @@ class OciBench:
             self.close()
             raise
 
-    def __enter__(self) -> OciBench:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def measure(self, runs: int, warmup: int, progress: Callable[[], None] | None = None):
         """Warm up, then measure; a runtime that fails is dropped with its reason."""
         # Every runtime's create exits before its workload; as subreaper we inherit and reap it.
         libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-        for iteration in range(warmup + runs):
-            active = [run for run in self.runs if run.active]
-            shift = iteration % len(active) if active else 0
-            for run in active[shift:] + active[:shift]:
-                measured = iteration >= warmup
-                label = f"run {iteration - warmup + 1}" if measured else f"warm-up {iteration + 1}"
-                steps = self._one(run, f"{run.slug}-{iteration}", label)
-                if steps is not None and measured:
-                    run.samples.append(steps)
-                if progress:
-                    progress()
-        return self.runs
+        return round_robin(self.runs, runs, warmup, self._one, progress)
 
-    def _one(self, run: RuntimeRun, container_id: str, label: str) -> dict[str, float] | None:
+    def _one(self, run: RuntimeRun, iteration: int, label: str) -> dict[str, float] | None:
         """One lifecycle in a fresh bundle and cgroup; on failure record why and clean up."""
         assert run.cli is not None
+        container_id = f"{run.slug}-{iteration}"
         bundle = bundles.write_bench_bundle(
             self.tmp / "bundles" / container_id, self.rootfs, self.workload,
             f"{self.cgroup_parent}/{container_id}",
@@ -132,23 +115,10 @@ class OciBench:
 
     def close(self) -> None:
         """Delete leftover containers, the cgroup parent and the temp dir; Ctrl-C can't stop it."""
-        with _sigint_ignored():
+        with signals_ignored(signal.SIGINT):  # a second Ctrl-C can't cut it short
             for cli, container_id in sorted(self.live, key=lambda live: live[1]):
                 force_delete(cli, container_id)
             self.live.clear()
             reap_orphans()
             bundles.remove_cgroup_tree(self.cgroup_parent)
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _sigint_ignored():
-    """A second Ctrl-C must not cut clean-up short (signals can only be set in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -27,13 +27,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from observe_rt import __version__
+from observe_rt.bench.common import Session, clean_env, round_robin, signals_ignored
 from observe_rt.bench.containerd import Containerd, ContainerdPaths, find_containerd, unmount_under
 from observe_rt.bench.pull_image import build_bench_image, push_bench_image
 from observe_rt.bench.registry import RunningRegistry, start_registry
@@ -65,12 +65,6 @@ class PullerRun:
     @property
     def active(self) -> bool:
         return self.reason is None
-
-
-def clean_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for pullers: no proxy settings, so traffic stays on 127.0.0.1."""
-    environ = dict(os.environ if environ is None else environ)
-    return {key: value for key, value in environ.items() if "proxy" not in key.lower()}
 
 
 def timed_run(argv: list[str], log: Path, env=None, timeout: float = PULL_TIMEOUT):
@@ -109,7 +103,7 @@ def observe_rt_pull(root: Path | str, hosts_dir: Path | str, reference: str) -> 
             "--policy", "", "pull", reference]  # fmt: skip
 
 
-class PullBench:
+class PullBench(Session):
     def __init__(self, size_mb: float, pullers: tuple[str, ...] = PULLERS) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="observe-rt-bench-pull-"))
         self.env = clean_env()
@@ -146,26 +140,9 @@ class PullBench:
         else:
             run.reason = f"unknown puller {run.name!r} (known: {', '.join(PULLERS)})"
 
-    def __enter__(self) -> PullBench:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def measure(self, runs: int, warmup: int, progress: Callable[[], None] | None = None):
         """Warm up, then measure, alternating pullers; a puller that fails is dropped."""
-        for iteration in range(warmup + runs):
-            active = [run for run in self.runs if run.active]
-            shift = iteration % len(active) if active else 0
-            for run in active[shift:] + active[:shift]:
-                measured = iteration >= warmup
-                label = f"run {iteration - warmup + 1}" if measured else f"warm-up {iteration + 1}"
-                sample = self._one(run, iteration, label)
-                if sample is not None and measured:
-                    run.samples.append(sample)
-                if progress:
-                    progress()
-        return self.runs
+        return round_robin(self.runs, runs, warmup, self._one, progress)
 
     def _one(self, run: PullerRun, iteration: int, label: str) -> PullSample | None:
         base = self.tmp / f"pull-{iteration}-{run.name}"
@@ -202,7 +179,7 @@ class PullBench:
     def close(self) -> None:
         """Stop containerd and the registry, undo mounts, remove the temp dir; a second Ctrl-C or
         SIGTERM can't cut it short."""
-        with _signals_ignored(signal.SIGINT, signal.SIGTERM):
+        with signals_ignored(signal.SIGINT, signal.SIGTERM):
             if self.daemon is not None:
                 self.daemon.stop()
                 self.daemon = None
@@ -210,17 +187,3 @@ class PullBench:
                 self.registry.stop()
             unmount_under(self.tmp)
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _signals_ignored(*signums: int):
-    """Ignore `signums` for the block (signals can only be set in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
-import signal
 
-from observe_rt.errors import FailedPrecondition
+from observe_rt.bench import common
 
 # Imported at every `observe-rt` start: rich and the benchmark modules load only when it runs.
 DEFAULT_RUNS = 5
@@ -20,19 +16,6 @@ HELP = (
 )
 
 
-def register(benchmarks, count) -> None:
-    pull = benchmarks.add_parser("pull", help=HELP)
-    options = (
-        ("--runs", count(1), DEFAULT_RUNS, "measured pulls per puller"),
-        ("--warmup", count(0), DEFAULT_WARMUP, "unmeasured pulls per puller first"),
-        ("--size-mb", _size, DEFAULT_SIZE_MB, "compressed image size in MB"),
-    )
-    for flag, kind, default, text in options:
-        pull.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
-    pull.add_argument("--json", action="store_true", help="print the report as JSON")
-    pull.set_defaults(func=run_pull)
-
-
 def _size(text: str) -> float:
     value = float(text)
     if not 0.1 <= value <= 10_000:
@@ -40,55 +23,49 @@ def _size(text: str) -> float:
     return int(value) if value.is_integer() else value
 
 
-def run_pull(args: argparse.Namespace) -> int:
-    from rich.console import Console
+OPTIONS = (
+    common.Option("--runs", common.count(1), DEFAULT_RUNS, "measured pulls per puller",
+                  always=True),
+    common.Option("--warmup", common.count(0), DEFAULT_WARMUP, "unmeasured pulls per puller first"),
+    common.Option("--size-mb", _size, DEFAULT_SIZE_MB, "compressed image size in MB"),
+)  # fmt: skip
 
+
+def register(benchmarks) -> None:
+    common.add_benchmark(benchmarks, "pull", HELP, OPTIONS, run_pull)
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    return common.run(args, "pull", OPTIONS, root_reason="containerd mounts overlay snapshots",
+                      cleaned="containerd, registry, mounts and temp files", measure=_measure,
+                      render=render)  # fmt: skip
+
+
+def _measure(args: argparse.Namespace, errors) -> dict:
     from observe_rt.bench import pull_report
-    from observe_rt.bench.command import _interrupt, _progress
     from observe_rt.bench.pull import PULLERS, PullBench
 
-    if os.geteuid() != 0:
-        raise FailedPrecondition("bench pull needs root: containerd mounts overlay snapshots")
-    console, errors = Console(), Console(stderr=True)
     total = (args.runs + args.warmup) * len(PULLERS)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, CI: same path as Ctrl-C
-    try:
-        with errors.status(f"building and pushing a {args.size_mb} MB image"):
-            bench = PullBench(args.size_mb)
-        with bench, _progress(errors, total, "pulls") as advance:
-            runs = bench.measure(args.runs, args.warmup, advance)
-            result = pull_report.build_report(
-                runs, bench.reference, bench.image, args.warmup, args.runs
-            )
-    except KeyboardInterrupt:
-        errors.print("interrupted: containerd, registry, mounts and temp files removed")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    result["command"] = command_line(args)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        render(result, console)
-    return 0
+    with errors.status(f"building and pushing a {args.size_mb} MB image"):
+        bench = PullBench(args.size_mb)
+    with bench, common.progress(errors, total, "pulls") as advance:
+        runs = bench.measure(args.runs, args.warmup, advance)
+        return pull_report.build_report(runs, bench.reference, bench.image, args.warmup, args.runs)
 
 
 def command_line(args: argparse.Namespace) -> str:
-    words = ["observe-rt", "bench", "pull", "--runs", str(args.runs)]
-    if args.warmup != DEFAULT_WARMUP:
-        words += ["--warmup", str(args.warmup)]
-    if args.size_mb != DEFAULT_SIZE_MB:
-        words += ["--size-mb", str(args.size_mb)]
-    return shlex.join(words)
+    return common.command_line("pull", args, OPTIONS)
 
 
 def render(result: dict, console) -> None:
     from observe_rt.bench import pull_report
 
-    console.print(_table("cold pull + unpack, wall time, s", pull_report.WALL_COLUMNS,
-                         pull_report.wall_rows(result), text_columns=1))  # fmt: skip
-    console.print(_table("peak memory, MiB (median of runs)", pull_report.MEMORY_COLUMNS,
-                         pull_report.memory_rows(result), text_columns=2))  # fmt: skip
+    tables = (
+        ("cold pull + unpack, wall time, s", pull_report.WALL_COLUMNS,
+         pull_report.wall_rows(result), 1),
+        ("peak memory, MiB (median of runs)", pull_report.MEMORY_COLUMNS,
+         pull_report.memory_rows(result), 2),
+    )  # fmt: skip
     notes = (
         *pull_report.summary_lines(result),
         pull_report.image_line(result),
@@ -96,18 +73,4 @@ def render(result: dict, console) -> None:
         f"{result['cold']}.",
         f"Measured by: {result['command']}",
     )
-    for line in notes:
-        console.print(line, markup=False, highlight=False)
-
-
-def _table(title: str, columns, rows, text_columns: int):
-    """A rich table: the first `text_columns` columns left-aligned, the figures right-aligned."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for index, column in enumerate(columns):
-        justify = "left" if index < text_columns else "right"
-        table.add_column(column, justify=justify, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    return table
+    common.render(console, tables, notes)

@@ -7,11 +7,12 @@ daemon (which stores and unpacks), and, for completeness, against daemon + ctr (
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
+from observe_rt.bench import common
+from observe_rt.bench.common import times
 from observe_rt.bench.pull import PullerRun
-from observe_rt.bench.stats import percentile, ratio, summarize
+from observe_rt.bench.stats import percentile, ratio
 
 BASELINE = "containerd"
 ORDER = "alternating, one pull per puller per iteration, order flipped each iteration"
@@ -31,17 +32,12 @@ def puller_entry(run: PullerRun) -> dict:
     """One puller's figures or why it is unavailable."""
     if not run.samples or run.reason is not None:
         return {"available": False, "reason": run.reason or "no samples"}
-    wall = summarize([sample.wall_s for sample in run.samples])
     peaks = [sample.peak_rss_kib for sample in run.samples]
     entry = {
         "available": True,
         "version": run.version,
         "command": run.command,
-        "runs": wall.runs,
-        "median_s": round(wall.median, 3),
-        "p95_s": round(wall.p95, 3),
-        "min_s": round(wall.minimum, 3),
-        "max_s": round(wall.maximum, 3),
+        **common.figures([sample.wall_s for sample in run.samples], "s"),
         "samples_s": [round(sample.wall_s, 3) for sample in run.samples],
         "peak_rss_mib": _mib(percentile(peaks, 50)),
         "peak_rss_samples_mib": [_mib(peak) for peak in peaks],
@@ -54,24 +50,21 @@ def puller_entry(run: PullerRun) -> dict:
     return entry
 
 
+def _ratios(entry: dict, base: dict) -> dict[str, float | None]:
+    return {
+        "wall": ratio(entry["median_s"], base.get("median_s")),
+        "peak_rss": ratio(entry["peak_rss_mib"], base.get("peak_rss_mib")),
+        "peak_rss_vs_daemon_plus_ctr": ratio(
+            entry["peak_rss_mib"], base.get("combined_peak_rss_mib")
+        ),
+    }
+
+
 def build_report(
     runs: Sequence[PullerRun], reference: str, image: dict, warmup: int, measured: int
 ) -> dict:
     pullers = {run.name: puller_entry(run) for run in runs}
-    base = pullers.get(BASELINE, {})
-    for entry in pullers.values():
-        if not entry["available"]:
-            continue
-        ratios = {
-            "wall": ratio(entry["median_s"], base.get("median_s")),
-            "peak_rss": ratio(entry["peak_rss_mib"], base.get("peak_rss_mib")),
-            "peak_rss_vs_daemon_plus_ctr": ratio(
-                entry["peak_rss_mib"], base.get("combined_peak_rss_mib")
-            ),
-        }
-        entry[f"ratio_to_{BASELINE}"] = {
-            key: None if value is None else round(value, 3) for key, value in ratios.items()
-        }
+    common.add_ratios(pullers, BASELINE, _ratios)
     return {
         "benchmark": "pull",
         "reference": reference,
@@ -81,17 +74,13 @@ def build_report(
         "runs": measured,
         "warmup": warmup,
         "baseline": BASELINE,
-        "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
+        "host": common.host_info(),
         "pullers": pullers,
     }
 
 
-def _times(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}×"
-
-
 def _available(report: dict) -> list[tuple[str, dict]]:
-    return [(name, entry) for name, entry in report["pullers"].items() if entry["available"]]
+    return common.available(report["pullers"])
 
 
 def wall_rows(report: dict) -> list[list[str]]:
@@ -99,7 +88,7 @@ def wall_rows(report: dict) -> list[list[str]]:
     return [
         [name, str(entry["runs"]),
          *(f"{entry[key]:.2f}" for key in ("median_s", "p95_s", "min_s", "max_s")),
-         _times(entry[f"ratio_to_{BASELINE}"]["wall"])]
+         times(entry[f"ratio_to_{BASELINE}"]["wall"])]
         for name, entry in _available(report)
     ]  # fmt: skip
 
@@ -108,7 +97,7 @@ def memory_rows(report: dict) -> list[list[str]]:
     """Median peak RSS per process, in MEMORY_COLUMNS order."""
     rows = []
     for name, entry in _available(report):
-        factor = _times(entry[f"ratio_to_{BASELINE}"]["peak_rss"])
+        factor = times(entry[f"ratio_to_{BASELINE}"]["peak_rss"])
         if name == BASELINE:
             rows.append([name, "containerd daemon (VmHWM)", f"{entry['peak_rss_mib']:.1f}", factor])
             if "client_peak_rss_mib" in entry:
@@ -133,18 +122,12 @@ def image_line(report: dict) -> str:
 
 def summary_lines(report: dict) -> list[str]:
     """Ratios in words, plus every unavailable puller's reason."""
-    lines = [
-        f"{name}: unavailable: {entry['reason']}"
-        for name, entry in report["pullers"].items()
-        if not entry["available"]
-    ]
-    for name, entry in _available(report):
-        ratios = entry[f"ratio_to_{BASELINE}"]
-        if name == BASELINE or ratios["wall"] is None:
-            continue
-        lines.append(
-            f"{name} vs {BASELINE}: wall {_times(ratios['wall'])}, peak memory "
-            f"{_times(ratios['peak_rss'])} of the daemon, "
-            f"{_times(ratios['peak_rss_vs_daemon_plus_ctr'])} of daemon + ctr."
+
+    def sentence(name: str, ratios: dict) -> str:
+        return (
+            f"{name} vs {BASELINE}: wall {times(ratios['wall'])}, peak memory "
+            f"{times(ratios['peak_rss'])} of the daemon, "
+            f"{times(ratios['peak_rss_vs_daemon_plus_ctr'])} of daemon + ctr."
         )
-    return lines
+
+    return common.summary_lines(report["pullers"], BASELINE, "wall", sentence)

@@ -6,12 +6,12 @@ Rows are computed from the plain report dict (not from live objects) so the tabl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
+from observe_rt.bench import common
 from observe_rt.bench.oci import RuntimeRun
 from observe_rt.bench.runtimes import STEPS
-from observe_rt.bench.stats import ratio, summarize
+from observe_rt.bench.stats import ratio
 
 BASELINE = "runc"
 LIFECYCLE = "create --pid-file, start, wait (pidfd + subreaper reap), delete"
@@ -24,21 +24,11 @@ def runtime_entry(run: RuntimeRun) -> dict:
     """One runtime's figures (milliseconds, 3 decimals) or why it is unavailable."""
     if not run.samples or run.reason is not None:
         return {"available": False, "reason": run.reason or "no samples"}
-    totals = [sum(sample.values()) for sample in run.samples]
-    summary = summarize(totals)
     return {
         "available": True,
         "version": run.cli.version if run.cli else "",
         "command": list(getattr(run.cli, "argv", ())),
-        "runs": summary.runs,
-        "median_ms": round(summary.median, 3),
-        "p95_ms": round(summary.p95, 3),
-        "min_ms": round(summary.minimum, 3),
-        "max_ms": round(summary.maximum, 3),
-        "step_median_ms": {
-            step: round(summarize([s[step] for s in run.samples]).median, 3) for step in STEPS
-        },
-        "samples_ms": [round(total, 3) for total in totals],
+        **common.timing_figures(run.samples, STEPS),
     }
 
 
@@ -49,8 +39,7 @@ def build_report(
     baseline = runtimes.get(BASELINE, {}).get("median_ms")
     for entry in runtimes.values():
         if entry["available"]:
-            value = ratio(entry["median_ms"], baseline)
-            entry[f"ratio_to_{BASELINE}"] = None if value is None else round(value, 3)
+            entry[f"ratio_to_{BASELINE}"] = common.rounded(ratio(entry["median_ms"], baseline))
     return {
         "benchmark": "oci",
         "workload": workload,
@@ -59,7 +48,7 @@ def build_report(
         "runs": measured,
         "warmup": warmup,
         "baseline": BASELINE,
-        "host": {"kernel": os.uname().release, "cpus": os.cpu_count()},
+        "host": common.host_info(),
         "runtimes": runtimes,
     }
 
@@ -67,12 +56,11 @@ def build_report(
 def table_rows(report: dict) -> list[list[str]]:
     """One row per measured runtime, in COLUMNS order (milliseconds, ratio of medians)."""
     rows = []
-    for name, entry in _available(report):
-        factor = entry.get(f"ratio_to_{BASELINE}")
+    for name, entry in common.available(report["runtimes"]):
         rows.append([
             name, str(entry["runs"]),
             *(f"{entry[key]:.1f}" for key in ("median_ms", "p95_ms", "min_ms", "max_ms")),
-            "n/a" if factor is None else f"{factor:.2f}×",
+            common.times(entry.get(f"ratio_to_{BASELINE}")),
         ])  # fmt: skip
     return rows
 
@@ -81,17 +69,9 @@ def step_rows(report: dict) -> list[list[str]]:
     """Median milliseconds of each lifecycle step, in STEP_COLUMNS order."""
     return [
         [name, *(f"{entry['step_median_ms'][step]:.1f}" for step in STEPS)]
-        for name, entry in _available(report)
+        for name, entry in common.available(report["runtimes"])
     ]
-
-
-def _available(report: dict) -> list[tuple[str, dict]]:
-    return [(name, entry) for name, entry in report["runtimes"].items() if entry["available"]]
 
 
 def unavailable_lines(report: dict) -> list[str]:
-    return [
-        f"{name}: unavailable: {entry['reason']}"
-        for name, entry in report["runtimes"].items()
-        if not entry["available"]
-    ]
+    return common.unavailable_lines(report["runtimes"])

@@ -37,7 +37,7 @@ from typing import BinaryIO, NamedTuple
 
 from observe_rt.errors import FailedPrecondition, InvalidArgument, NotFound
 from observe_rt.host import libc
-from observe_rt.oci.store import ContentStore, flocked, fsync_dir, write_json_atomic
+from observe_rt.oci.store import ContentStore, flocked, fsync_dir, try_flocked, write_json_atomic
 from observe_rt.oci.unpack import Limits, unpack_layer
 
 _MOUNT_DATA_MAX = 4096 - 1  # one page, NUL included
@@ -375,14 +375,5 @@ def _sync_filesystem(path: Path) -> None:
 
 
 def _lock_is_free(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
+    with try_flocked(path) as held:
+        return held is not False  # a missing lock file is free too

@@ -93,6 +93,26 @@ def flocked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def try_flocked(path: str | Path) -> Iterator[bool | None]:
+    """Try an exclusive flock on an existing `path` without waiting: yields True while it is
+    held, False when another open file holds it, None when `path` does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)
+
+
 class BlobWriter:
     """Streams one blob into an ingest file, hashing as it goes; commit() makes it visible."""
 
@@ -249,19 +269,10 @@ class ContentStore:
 
 
 def _unlink_if_unlocked(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    else:
-        os.unlink(path)
-        return True
-    finally:
-        os.close(fd)
+    with try_flocked(path) as held:
+        if held:
+            os.unlink(path)
+        return bool(held)
 
 
 @dataclass

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import glob
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
+from tests.support.bench import interrupt, run_bench, run_json
+
 STEPS = {"create", "start", "wait", "delete"}
 
 pytestmark = pytest.mark.root
@@ -28,12 +23,7 @@ def leftovers() -> set[str]:
 
 def test_bench_oci_json_reports_every_runtime():
     before = leftovers()
-    out = subprocess.run(
-        [OBSERVE_RT, "bench", "oci", "--runs", "3", "--json"],
-        capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    result = run_json("oci", "--runs", "3", timeout=240)
     assert result["benchmark"] == "oci" and result["workload"] == ["/bin/true"]
     assert result["runs"] == 3 and result["warmup"] == 3 and result["baseline"] == "runc"
     assert result["command"] == "observe-rt bench oci --runs 3"
@@ -52,30 +42,18 @@ def test_bench_oci_json_reports_every_runtime():
 
 
 def test_bench_oci_table():
-    out = subprocess.run(
-        [OBSERVE_RT, "bench", "oci", "--runs", "1", "--warmup", "0", "--runtimes", "runc,nope"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "runc" in out.stdout and "Median" in out.stdout and "delete" in out.stdout
-    assert "nope: unavailable: nope not found on PATH" in out.stdout
+    out = run_bench("oci", "--runs", "1", "--warmup", "0", "--runtimes", "runc,nope", timeout=120)
+    assert "runc" in out and "Median" in out and "delete" in out
+    assert "nope: unavailable: nope not found on PATH" in out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_removes_containers_cgroups_and_temp_dirs(sig):
     """Ctrl-C reaches the whole foreground process group (the runtime CLI too); so do we."""
     before = leftovers()
-    bench = subprocess.Popen(
-        [OBSERVE_RT, "bench", "oci", "--runs", "200", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    interrupt(
+        "oci", "--runs", "200", "--json",
+        ready=lambda: bool(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-*/*")),  # a container
+        wait=60, exit_timeout=120, sig=sig, settle=0.5, group=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not glob.glob("/sys/fs/cgroup/*/observe-rt-bench-*/*"):  # a container exists
-        assert time.monotonic() < deadline and bench.poll() is None, "no container was created"
-        time.sleep(0.05)
-    time.sleep(0.5)
-    os.killpg(bench.pid, sig)
-    _, err = bench.communicate(timeout=120)
-    assert bench.returncode == 130, err
-    assert "interrupted" in err
     assert leftovers() == before

@@ -5,16 +5,12 @@ also after SIGTERM with pods up. No timing claims."""
 from __future__ import annotations
 
 import glob
-import json
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
+from tests.support.bench import interrupt, mounts, processes, run_json
+
 MARK = "/tmp/ocb-"  # the session's temp dir prefix (observe_rt/bench/cri.py)
 
 pytestmark = pytest.mark.root
@@ -22,15 +18,7 @@ pytestmark = pytest.mark.root
 
 def bench_processes() -> set[tuple[int, str]]:
     """Daemons, shims and registries of a bench session: their arguments name its temp dir."""
-    found = set()
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            text = Path(path).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if MARK in text and "bench cri" not in text:
-            found.add((int(path.split("/")[2]), text))
-    return found
+    return processes(lambda argv, text: MARK in text and "bench cri" not in text)
 
 
 def bridges() -> set[str]:
@@ -43,8 +31,7 @@ def leftovers() -> dict:
     return {
         "dirs": set(glob.glob(f"{MARK}*")),
         "processes": bench_processes(),
-        "mounts": [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                   if MARK in line],
+        "mounts": mounts(MARK),
         "bridges": bridges(),
         "cgroups": set(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-cri-*"))
         | set(glob.glob("/sys/fs/cgroup/observe-rt-bench-cri-*")),
@@ -55,12 +42,7 @@ def leftovers() -> dict:
 
 def test_bench_cri_json_reports_both_runtimes_and_leaves_nothing():
     before = leftovers()
-    out = subprocess.run(
-        [OBSERVE_RT, "bench", "cri", "--pods", "2", "--json"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    result = run_json("cri", "--pods", "2", timeout=600)
     assert result["benchmark"] == "cri" and result["baseline"] == "containerd"
     assert result["pods"] == 2 and result["warmup"] == 2
     assert result["command"] == "observe-rt bench cri --pods 2"
@@ -97,26 +79,10 @@ def test_bench_cri_json_reports_both_runtimes_and_leaves_nothing():
 
 def test_sigterm_with_pods_up_cleans_up():
     before = leftovers()
-    bench = subprocess.Popen(
-        [OBSERVE_RT, "bench", "cri", "--pods", "20", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and bench.poll() is None:
-            new = [text for _, text in bench_processes() - before["processes"]]
-            shims = [text for text in new if "shim-runc-v2" in text or "pod.shim" in text]
-            if len(shims) >= 4:  # pods of both runtimes are up
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"no pods started by the bench: {bench.communicate()[1]}")
-        bench.send_signal(signal.SIGTERM)
-        _, err = bench.communicate(timeout=180)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
-    assert bench.returncode == 130, err
-    assert "interrupted" in err
+
+    def pods_up() -> bool:  # pods of both runtimes are up
+        new = [text for _, text in bench_processes() - before["processes"]]
+        return len([text for text in new if "shim-runc-v2" in text or "pod.shim" in text]) >= 4
+
+    interrupt("cri", "--pods", "20", "--json", ready=pods_up, wait=180, exit_timeout=180)
     assert leftovers() == before

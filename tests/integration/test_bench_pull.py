@@ -5,58 +5,36 @@ claims."""
 from __future__ import annotations
 
 import glob
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
+from tests.support.bench import interrupt, mounts, processes, run_bench, run_json
+
 MARK = "observe-rt-bench-pull-"
+BENCH_PROGRAMS = ("containerd", "docker-registry", "ctr")
 
 pytestmark = pytest.mark.root
 
 
 def bench_processes() -> set[tuple[int, str]]:
     """containerd daemons and registries started by a bench session (their args name its dir)."""
-    found = set()
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            argv = Path(path).read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = " ".join(arg.decode(errors="replace") for arg in argv)
-        if MARK in text and os.path.basename(argv[0].decode(errors="replace")) in (
-            "containerd", "docker-registry", "ctr",
-        ):  # fmt: skip
-            found.add((int(path.split("/")[2]), text))
-    return found
-
-
-def bench_mounts() -> list[str]:
-    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if MARK in line]
+    return processes(
+        lambda argv, text: MARK in text and os.path.basename(argv[0]) in BENCH_PROGRAMS
+    )
 
 
 def leftovers() -> dict:
     return {
         "dirs": set(glob.glob(f"/tmp/{MARK}*")),
         "processes": bench_processes(),
-        "mounts": bench_mounts(),
+        "mounts": mounts(MARK),
     }
 
 
 def test_bench_pull_json_reports_both_pullers_and_leaves_nothing():
     before = leftovers()
-    out = subprocess.run(
-        [OBSERVE_RT, "bench", "pull", "--size-mb", "5", "--runs", "1", "--json"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    result = run_json("pull", "--size-mb", "5", "--runs", "1", timeout=300)
     assert result["benchmark"] == "pull" and result["baseline"] == "containerd"
     assert result["runs"] == 1 and result["warmup"] == 1
     assert result["command"] == "observe-rt bench pull --runs 1 --size-mb 5"
@@ -86,37 +64,17 @@ def test_bench_pull_json_reports_both_pullers_and_leaves_nothing():
 
 
 def test_bench_pull_table():
-    out = subprocess.run(
-        [OBSERVE_RT, "bench", "pull", "--size-mb", "2", "--runs", "1", "--warmup", "0"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    out = run_bench("pull", "--size-mb", "2", "--runs", "1", "--warmup", "0", timeout=300)
     for text in ("observe-rt", "containerd", "Median", "VmHWM", "ru_maxrss", "Measured by"):
-        assert text in out.stdout, text
+        assert text in out, text
 
 
 def test_sigterm_mid_pull_cleans_up():
     before = leftovers()
-    bench = subprocess.Popen(
-        [OBSERVE_RT, "bench", "pull", "--size-mb", "20", "--runs", "5", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and bench.poll() is None:
-            daemons = [p for p in bench_processes() - before["processes"] if "--config" in p[1]]
-            if daemons:  # a containerd of this session is up (a pull is starting or running)
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"no containerd started by the bench: {bench.communicate()[1]}")
-        time.sleep(0.3)
-        bench.send_signal(signal.SIGTERM)
-        _, err = bench.communicate(timeout=60)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
-    assert bench.returncode == 130, err
-    assert "interrupted" in err
+
+    def containerd_up() -> bool:  # a containerd of this session (a pull is starting or running)
+        return any("--config" in text for _, text in bench_processes() - before["processes"])
+
+    interrupt("pull", "--size-mb", "20", "--runs", "5", "--json", ready=containerd_up, wait=120,
+              exit_timeout=60, settle=0.3)  # fmt: skip
     assert leftovers() == before

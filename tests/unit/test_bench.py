@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from observe_rt import cli
-from observe_rt.bench import bundle, command, report, runtimes, stats
+from observe_rt.bench import bundle, command, common, report, runtimes, stats
 from observe_rt.bench.oci import OciBench, RuntimeRun, slugs
 from observe_rt.bench.runtimes import STEPS, RuntimeCli
+from tests.support.bench import assert_rejected, parse, rendered
 
 # --- stats -------------------------------------------------------------------------------------
 
@@ -124,20 +125,36 @@ def test_table_rows_and_unavailable_lines():
 def test_bench_without_subcommand_lists_benchmarks(capsys):
     assert cli.main(["bench"]) == 0
     out = capsys.readouterr().out
-    assert "oci" in out and "runc" in out
+    assert "oci" in out and "runc" in out and "pull" in out and "cri " in out
 
 
 def test_bench_oci_options():
-    args = cli.build_parser().parse_args(["bench", "oci", "--runs", "7", "--runtimes", "runc,runc"])
+    args = parse("oci", "--runs", "7", "--runtimes", "runc,runc")
     assert args.func is command.run_oci
     assert (args.runs, args.warmup, args.runtimes, args.json) == (7, 3, ["runc"], False)
-    defaults = cli.build_parser().parse_args(["bench", "oci"])
+    defaults = parse("oci")
     assert defaults.runs == 50
     assert defaults.runtimes == ["observe-rt", "observe-rt-lib", "runc", "crun"]
-    assert command._command_line(defaults) == "observe-rt bench oci --runs 50"
-    for bad in (["--runs", "0"], ["--warmup", "-1"], ["--runtimes", ","]):
-        with pytest.raises(SystemExit):
-            cli.build_parser().parse_args(["bench", "oci", *bad])
+    assert command.command_line(defaults) == "observe-rt bench oci --runs 50"
+    assert command.command_line(parse("oci", "--warmup", "0", "--runtimes", "crun,runc")) == (
+        "observe-rt bench oci --runs 50 --warmup 0 --runtimes crun,runc"
+    )
+    assert_rejected("oci", ["--runs", "0"], ["--warmup", "-1"], ["--runtimes", ","])
+
+
+def test_render_prints_both_tables_and_the_notes():
+    result = _report()
+    result["command"] = "observe-rt bench oci --runs 3"
+    out = rendered(command.render, result, 120)
+    assert "/bin/true: create → start → wait → delete, ms" in out and "median per step" in out
+    assert "crun: unavailable: warm-up 1: create failed: hybrid" in out
+    assert "Measured by: observe-rt bench oci --runs 3" in out
+
+
+def test_rotation():
+    assert common.rotated(["a", "b"], 0) == ["a", "b"]
+    assert common.rotated(["a", "b"], 3) == ["b", "a"]
+    assert common.rotated([], 1) == []
 
 
 def test_registration_does_not_import_rich_or_the_benchmark():

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from observe_rt import cli, config
+from observe_rt import config
 from observe_rt.bench import cri, cri_command, cri_image, cri_memory, cri_report, cri_setup
 from observe_rt.bench.cri import CriBench, MemorySample, Pod, RuntimeRun
 from observe_rt.bench.cri_memory import Usage
@@ -27,6 +27,7 @@ from observe_rt.bench.cri_runtimes import (
     shim_socket_name,
 )
 from observe_rt.cri.v1 import api_pb2
+from tests.support.bench import assert_rejected, parse, rendered
 
 # --- setup: names, CNI, daemon configs ------------------------------------------------------
 
@@ -230,12 +231,6 @@ def test_pod_and_container_configs_are_what_a_kubelet_sends(tmp_path):
     assert container.image.image == "127.0.0.1:1/bench/busybox:1"
 
 
-def test_rotation():
-    assert cri.rotated(["a", "b"], 0) == ["a", "b"]
-    assert cri.rotated(["a", "b"], 3) == ["b", "a"]
-    assert cri.rotated([], 1) == []
-
-
 class FakeError(grpc.RpcError):
     def code(self):
         return grpc.StatusCode.INTERNAL
@@ -426,32 +421,21 @@ def test_report_without_containerd_says_why_and_has_no_ratios():
 
 
 def test_cri_options_and_command_line():
-    args = cli.build_parser().parse_args(["bench", "cri"])
+    args = parse("cri")
     assert (args.pods, args.warmup, args.json) == (20, 2, False)
     assert args.func is cri_command.run_cri
     assert cri_command.command_line(args) == "observe-rt bench cri --pods 20"
-    args = cli.build_parser().parse_args(["bench", "cri", "--pods", "2", "--warmup", "0", "--json"])
+    args = parse("cri", "--pods", "2", "--warmup", "0", "--json")
     assert args.json and cri_command.command_line(args) == (
         "observe-rt bench cri --pods 2 --warmup 0"
     )
-    for bad in (["--pods", "0"], ["--warmup", "-1"]):
-        with pytest.raises(SystemExit):
-            cli.build_parser().parse_args(["bench", "cri", *bad])
-
-
-def test_bench_lists_cri(capsys):
-    assert cli.main(["bench"]) == 0
-    assert "cri " in capsys.readouterr().out
+    assert_rejected("cri", ["--pods", "0"], ["--warmup", "-1"])
 
 
 def test_render_prints_every_table():
-    from rich.console import Console
-
     report = cri_report.build_report(sample_runs(), IMAGES, 2, 5, HOST)
     report["command"] = "observe-rt bench cri --pods 5"
-    console = Console(file=io.StringIO(), width=80)
-    cri_command.render(report, console)
-    out = console.file.getvalue()
+    out = rendered(cri_command.render, report, 80)
     expected = ("pod start", "pod teardown", "median per CRI call", "memory with 5 pods up",
                 "shim / pod", "pause / pod", "Measured by: observe-rt bench cri")  # fmt: skip
     for text in expected:
@@ -461,7 +445,7 @@ def test_render_prints_every_table():
 
 def test_needs_root(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    args = cli.build_parser().parse_args(["bench", "cri"])
+    args = parse("cri")
     from observe_rt.errors import FailedPrecondition
 
     with pytest.raises(FailedPrecondition, match="needs root"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import sys
 import tarfile
@@ -14,19 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from observe_rt import cli
 from observe_rt.bench import containerd, pull_command, pull_report
+from observe_rt.bench.common import clean_env
 from observe_rt.bench.image import MTIME
 from observe_rt.bench.pull import (
     PullBench,
     PullError,
     PullerRun,
     PullSample,
-    clean_env,
     observe_rt_pull,
     timed_run,
 )
 from observe_rt.bench.pull_image import LayerPlan, budgets, build_layers, walk
+from tests.support.bench import assert_rejected, parse, rendered
 
 # --- layers from host files --------------------------------------------------------------------
 
@@ -289,34 +288,21 @@ def test_report_without_containerd_has_no_ratios():
 
 
 def test_pull_options_and_command_line():
-    args = cli.build_parser().parse_args(["bench", "pull"])
+    args = parse("pull")
     assert (args.runs, args.warmup, args.size_mb, args.json) == (5, 1, 100, False)
     assert args.func is pull_command.run_pull
     assert pull_command.command_line(args) == "observe-rt bench pull --runs 5"
-    args = cli.build_parser().parse_args(
-        ["bench", "pull", "--size-mb", "5", "--runs", "1", "--warmup", "0", "--json"]
-    )
+    args = parse("pull", "--size-mb", "5", "--runs", "1", "--warmup", "0", "--json")
     assert pull_command.command_line(args) == (
         "observe-rt bench pull --runs 1 --warmup 0 --size-mb 5"
     )
-    assert cli.build_parser().parse_args(["bench", "pull", "--size-mb", "2.5"]).size_mb == 2.5
-    for bad in (["--runs", "0"], ["--size-mb", "0"], ["--warmup", "-1"]):
-        with pytest.raises(SystemExit):
-            cli.build_parser().parse_args(["bench", "pull", *bad])
-
-
-def test_bench_lists_pull(capsys):
-    assert cli.main(["bench"]) == 0
-    assert "pull" in capsys.readouterr().out
+    assert parse("pull", "--size-mb", "2.5").size_mb == 2.5
+    assert_rejected("pull", ["--runs", "0"], ["--size-mb", "0"], ["--warmup", "-1"])
 
 
 def test_render_prints_both_tables():
-    from rich.console import Console
-
     report = pull_report.build_report(sample_runs(), "127.0.0.1:1/bench/app:1", IMAGE, 1, 3)
     report["command"] = "observe-rt bench pull --runs 3"
-    console = Console(file=io.StringIO(), width=140)
-    pull_command.render(report, console)
-    out = console.file.getvalue()
+    out = rendered(pull_command.render, report, 140)
     assert "wall time" in out and "peak memory" in out and "VmHWM" in out
     assert "Measured by: observe-rt bench pull --runs 3" in out
