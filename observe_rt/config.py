@@ -39,6 +39,7 @@ class DaemonConfig:
     policy: str = "/etc/observe-rt/policy.json"
     cgroup_parent: str = "/observe-rt"
     log_level: str = "info"
+    stream_address: str = "127.0.0.1:0"
     runtime_handlers: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -47,6 +47,7 @@ def build_server(cfg: DaemonConfig) -> tuple:
     from observe_rt.network.cni import CniManager
     from observe_rt.oci.images import ImageService
     from observe_rt.oci.policy import TrustPolicy
+    from observe_rt.stream.cri import CriStreams
 
     for directory in (cfg.state_dir, cfg.run_dir, cfg.oci_root):
         os.makedirs(directory, mode=0o711, exist_ok=True)
@@ -62,11 +63,14 @@ def build_server(cfg: DaemonConfig) -> tuple:
               ("grpc.max_send_message_length", 64 << 20)]  # fmt: skip
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cri"),
                          options=limits)  # fmt: skip
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-        RuntimeServicer(sandboxes, containers, network), server
-    )
+    runtime = RuntimeServicer(sandboxes, containers, network)
+    # Exec/Attach/PortForward URLs lead to this server (loopback, ephemeral port by default).
+    runtime.streams = CriStreams(containers, sandboxes,
+                                 cfg.stream_address)  # fmt: skip
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime, server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
-    return server, {"sandboxes": sandboxes, "containers": containers, "images": images}
+    return server, {"sandboxes": sandboxes, "containers": containers, "images": images,
+                    "streams": runtime.streams}  # fmt: skip
 
 
 def serve(cfg: DaemonConfig) -> int:
@@ -77,6 +81,7 @@ def serve(cfg: DaemonConfig) -> int:
         os.unlink(cfg.socket)  # a stale socket of a dead daemon
     server.add_insecure_port(f"unix://{cfg.socket}")
     server.start()
+    parts["streams"].server.start()
     os.chmod(cfg.socket, cfg.socket_mode)
     log.info("serving CRI on %s (%d pods, %d containers reloaded)", cfg.socket,
              len(parts["sandboxes"].store.all()), recovered)  # fmt: skip
@@ -88,6 +93,7 @@ def serve(cfg: DaemonConfig) -> int:
     stop.wait()
     log.info("shutting down: in-flight calls get 10 s; pods keep running")
     server.stop(10).wait()
+    parts["streams"].server.stop()
     with contextlib.suppress(OSError):
         os.unlink(cfg.socket)
     return 0

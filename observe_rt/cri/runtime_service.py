@@ -154,6 +154,24 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                                         exit_code=result.exit_code)  # fmt: skip
 
     @unary
+    def Exec(self, request, context):
+        return api_pb2.ExecResponse(url=self._streams().exec_url(request))
+
+    @unary
+    def Attach(self, request, context):
+        return api_pb2.AttachResponse(url=self._streams().attach_url(request))
+
+    @unary
+    def PortForward(self, request, context):
+        return api_pb2.PortForwardResponse(url=self._streams().portforward_url(request))
+
+    def _streams(self):
+        streams = getattr(self, "streams", None)  # set by server.build_server
+        if streams is None:
+            raise errors.Unavailable("the streaming server is not running")
+        return streams
+
+    @unary
     def UpdateContainerResources(self, request, context):
         record = self.containers.get(request.container_id)
         self.containers.update_resources(record, request.linux)

@@ -38,6 +38,12 @@ class ExecResult:
 
 def exec_sync(executor: Executor, container_id: str, args: list[str], timeout: float,
               limit: int = OUTPUT_LIMIT) -> ExecResult:  # fmt: skip
+    exec_plan, manager = exec_plan_for(executor, container_id, args)
+    return _run(exec_plan, manager, timeout, limit)
+
+
+def exec_plan_for(executor: Executor, container_id: str, args: list[str]):
+    """The init plan (exec mode) for `args` in a running container, and its cgroup manager."""
     state = executor.states.load(container_id)
     status = executor.states.status(state)
     if status != "running":
@@ -50,8 +56,7 @@ def exec_sync(executor: Executor, container_id: str, args: list[str], timeout: f
         "process": dict(plan["process"], args=args),
         "seccomp": plan["seccomp"],
     }  # fmt: skip
-    manager = cgroups.CgroupManager.from_state(state.cgroup)
-    return _run(exec_plan, manager, timeout, limit)
+    return exec_plan, cgroups.CgroupManager.from_state(state.cgroup)
 
 
 def _run(plan: dict, manager, timeout: float, limit: int) -> ExecResult:

@@ -22,12 +22,14 @@ Imports: standard library and stdlib-only observe_rt modules only.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
 import signal
 import socket
 import sys
+import termios
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -152,14 +154,26 @@ def exec_in_container(plan: dict, channel: Channel) -> None:
     if child == 0:
         try:
             os.setsid()
+            if plan.get("tty"):  # stdin, stdout and stderr are the slave of the caller's pty
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             run_exec_process(plan)
         except BaseException as err:  # noqa: BLE001 - the caller must hear why
             _fail(channel, err)
+    if plan.get("tty"):
+        _release_stdio()  # the pty hangs up once the command's side is closed, not ours too
     channel.send(pid=child)
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
     channel.send(exit=128 - code if code < 0 else code)
     os._exit(0)
+
+
+def _release_stdio() -> None:
+    for fd in (0, 1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def run_exec_process(plan: dict) -> None:

@@ -1,0 +1,1 @@
+"""Streaming server for CRI Exec, Attach and PortForward (WebSocket remotecommand/portforward)."""

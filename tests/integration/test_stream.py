@@ -1,0 +1,192 @@
+"""Exec, Attach and PortForward through the streaming server of a real daemon (WebSocket)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from observe_rt.cri.v1 import api_pb2
+from observe_rt.stream.websocket import ConnectionClosed, HandshakeError, connect
+from tests.support.daemon import container_config, pod_config, run_pod, start_container
+
+pytestmark = pytest.mark.root
+V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
+
+
+@pytest.fixture(scope="module")
+def pod(daemon):
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    script = ("mkdir -p /tmp/www && echo hello-pf > /tmp/www/index.html && "
+              "httpd -p 8080 -h /tmp/www && while true; do echo tick; sleep 0.2; done")  # fmt: skip
+    cid = start_container(daemon, pod_id, config, container_config(daemon, "app", script))
+    return pod_id, cid, config
+
+
+def exec_url(daemon, cid, cmd, tty=False, stdin=True, stdout=True, stderr=True) -> str:
+    request = api_pb2.ExecRequest(container_id=cid, cmd=cmd, tty=tty, stdin=stdin,
+                                  stdout=stdout, stderr=stderr)  # fmt: skip
+    return daemon.runtime().Exec(request, timeout=30).url
+
+
+def collect(ws, timeout=30.0) -> dict[int, bytes]:
+    """Every channel's bytes until the server closes the connection."""
+    ws.sock.settimeout(timeout)
+    out: dict[int, bytes] = {}
+    try:
+        while True:
+            _, message = ws.receive()
+            if message:
+                out[message[0]] = out.get(message[0], b"") + message[1:]
+    except ConnectionClosed:
+        pass
+    ws.sock.close()
+    return out
+
+
+def test_exec_stdin_round_trip_and_exit_code(daemon, pod):
+    _, cid, _ = pod
+    url = exec_url(daemon, cid, ["sh", "-c", "read x; echo got-$x; echo err >&2; exit 3"])
+    assert url.startswith("http://127.0.0.1:")
+    ws, protocol = connect(url, [V5, V4])
+    assert protocol == V5
+    ws.send(b"\x00hello\n")
+    out = collect(ws)
+    assert out[1] == b"got-hello\n" and out[2] == b"err\n"
+    status = json.loads(out[3])
+    assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+
+def test_exec_v4_success_and_v5_stdin_close(daemon, pod):
+    _, cid, _ = pod
+    ws, protocol = connect(exec_url(daemon, cid, ["echo", "hi"], stdin=False), [V4])
+    out = collect(ws)
+    assert protocol == V4 and out[1] == b"hi\n" and json.loads(out[3])["status"] == "Success"
+    ws, _ = connect(exec_url(daemon, cid, ["cat"]), [V5])
+    ws.send(b"\x00some input")
+    ws.send(b"\xff\x00")  # v5: the client is done with stdin
+    out = collect(ws)
+    assert out[1] == b"some input" and json.loads(out[3])["status"] == "Success"
+
+
+def test_exec_with_tty_and_resize(daemon, pod):
+    _, cid, _ = pod
+    url = exec_url(daemon, cid, ["sh", "-c", "read x; stty size; echo got-$x; test -t 0"], tty=True,
+                   stderr=False)  # fmt: skip
+    ws, _ = connect(url, [V5, V4])
+    ws.send(b"\x04" + json.dumps({"Width": 100, "Height": 40}).encode())
+    ws.send(b"\x00abc\n")
+    out = collect(ws)
+    text = out[1].decode()
+    assert "40 100" in text and "got-abc\r\n" in text, text  # a terminal writes CR LF
+    assert 2 not in out and json.loads(out[3])["status"] == "Success"
+
+
+def test_exec_requests_are_validated(daemon, pod):
+    _, cid, _ = pod
+    for flags in (dict(tty=True, stderr=True), dict(stdin=False, stdout=False, stderr=False)):
+        with pytest.raises(grpc.RpcError) as err:
+            exec_url(daemon, cid, ["true"], **flags)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        exec_url(daemon, "nope", ["true"])
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unknown_expired_or_reused_token_is_404(daemon, pod):
+    _, cid, _ = pod
+    url = exec_url(daemon, cid, ["true"], stdin=False)
+    base = url.rsplit("/", 2)[0]
+    for bad in (f"{base}/exec/bogus", f"{base}/portforward/bogus", f"{base}/nothing"):
+        with pytest.raises(HandshakeError) as err:
+            connect(bad, [V5])
+        assert err.value.status == 404
+    collect(connect(url, [V5])[0])
+    with pytest.raises(HandshakeError) as err:
+        connect(url, [V5])  # a token works once
+    assert err.value.status == 404
+
+
+def test_port_forward_into_the_pods_netns(daemon, pod):
+    pod_id, cid, _ = pod
+    _wait_for_httpd(daemon, cid)
+    request = api_pb2.PortForwardRequest(pod_sandbox_id=pod_id, port=[8080])
+    url = daemon.runtime().PortForward(request, timeout=30).url
+    ws, _ = connect(url + "?port=8080", [V4])
+    ws.send(b"\x00GET / HTTP/1.0\r\n\r\n")
+    out = collect(ws)
+    assert out[0].startswith(b"\x90\x1f") and out[1] == b"\x90\x1f"  # 8080, little endian
+    assert b"200 OK" in out[0] and b"hello-pf" in out[0]
+    # Nothing listens on 8080 in the daemon's own namespace: the connection was made in the pod.
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", 8080), timeout=2):
+        pass
+    ws, _ = connect(daemon.runtime().PortForward(request).url + "?port=9", [V4])
+    out = collect(ws)
+    assert b"refused" in out[1]
+
+
+def test_attach_streams_new_output_and_refuses_stdin(daemon, pod):
+    _, cid, _ = pod
+    request = api_pb2.AttachRequest(container_id=cid, stdout=True, stderr=True)
+    ws, _ = connect(daemon.runtime().Attach(request, timeout=30).url, [V5, V4])
+    ws.sock.settimeout(10)
+    _, message = ws.receive()
+    assert message == b"\x01tick\n"
+    ws.close()
+    ws.sock.close()
+    with pytest.raises(grpc.RpcError) as err:
+        daemon.runtime().Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stdin" in err.value.details()
+
+
+def test_client_disconnect_leaves_nothing_behind(daemon, pod):
+    _, cid, _ = pod
+    pid = daemon.process.pid
+    collect(connect(exec_url(daemon, cid, ["true"], stdin=False), [V5])[0])  # warm up
+    before = _resources(pid)
+    for tty in (False, True) * 5:
+        ws, _ = connect(exec_url(daemon, cid, ["sleep", "1000"], tty=tty, stderr=not tty), [V5])
+        time.sleep(0.2)
+        ws.sock.close()  # gone without a close frame
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
+        if "sleep 1000" not in ps and _no_more(_resources(pid), before):
+            break
+        time.sleep(0.3)
+    assert "sleep 1000" not in ps
+    assert _no_more(_resources(pid), before), (_resources(pid), before)
+
+
+def _resources(pid: int) -> tuple[int, int, int]:
+    """Open fds, threads and child processes of the daemon."""
+    children = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            children += int(stat.rsplit(")", 1)[1].split()[1]) == pid
+    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task")), children
+
+
+def _no_more(now: tuple, before: tuple) -> bool:
+    return all(a <= b for a, b in zip(now, before, strict=True))
+
+
+def _exec_sync(daemon, cid, cmd) -> str:
+    request = api_pb2.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=10)
+    return daemon.runtime().ExecSync(request, timeout=30).stdout.decode()
+
+
+def _wait_for_httpd(daemon, cid) -> None:
+    deadline = time.monotonic() + 15
+    while "hello-pf" not in _exec_sync(daemon, cid, ["wget", "-q", "-O-", "127.0.0.1:8080"]):
+        assert time.monotonic() < deadline, "httpd did not come up in the pod"
+        time.sleep(0.2)
