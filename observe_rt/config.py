@@ -40,6 +40,8 @@ class DaemonConfig:
     cgroup_parent: str = "/observe-rt"
     log_level: str = "info"
     stream_address: str = "127.0.0.1:0"
+    metrics_address: str = "127.0.0.1:9464"
+    stats_interval: float = 1.0
     runtime_handlers: dict[str, str] = field(default_factory=dict)
 
     @property

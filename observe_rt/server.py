@@ -38,12 +38,15 @@ def build_server(cfg: DaemonConfig) -> tuple:
     """The gRPC server with both CRI services, and the parts behind them (for tests)."""
     import grpc
 
+    from observe_rt.collect.collector import Collector
     from observe_rt.cri.containers import Containers
     from observe_rt.cri.image_service import ImageServicer
+    from observe_rt.cri.inventory import InventorySource
     from observe_rt.cri.records import ContainerRecord, RecordStore, SandboxRecord
     from observe_rt.cri.runtime_service import RuntimeServicer
     from observe_rt.cri.sandboxes import Sandboxes
     from observe_rt.cri.v1 import api_pb2_grpc
+    from observe_rt.export.prometheus import PrometheusExporter
     from observe_rt.network.cni import CniManager
     from observe_rt.oci.images import ImageService
     from observe_rt.oci.policy import TrustPolicy
@@ -63,14 +66,19 @@ def build_server(cfg: DaemonConfig) -> tuple:
               ("grpc.max_send_message_length", 64 << 20)]  # fmt: skip
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="cri"),
                          options=limits)  # fmt: skip
-    runtime = RuntimeServicer(sandboxes, containers, network)
+    collector = Collector(InventorySource(sandboxes, containers, cfg.oci_root),
+                          interval=cfg.stats_interval)  # fmt: skip
+    runtime = RuntimeServicer(sandboxes, containers, network, collector.snapshot)
     # Exec/Attach/PortForward URLs lead to this server (loopback, ephemeral port by default).
     runtime.streams = CriStreams(containers, sandboxes,
                                  cfg.stream_address)  # fmt: skip
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime, server)
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
+    exporter = PrometheusExporter(collector.snapshot, cfg.metrics_address)
+    collector.on_tick = exporter.runtime.observe_tick
     return server, {"sandboxes": sandboxes, "containers": containers, "images": images,
-                    "streams": runtime.streams}  # fmt: skip
+                    "streams": runtime.streams, "collector": collector,
+                    "exporter": exporter}  # fmt: skip
 
 
 def serve(cfg: DaemonConfig) -> int:
@@ -82,6 +90,10 @@ def serve(cfg: DaemonConfig) -> int:
     server.add_insecure_port(f"unix://{cfg.socket}")
     server.start()
     parts["streams"].server.start()
+    parts["collector"].start()
+    if cfg.metrics_address:
+        host, port = parts["exporter"].start()
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
     os.chmod(cfg.socket, cfg.socket_mode)
     log.info("serving CRI on %s (%d pods, %d containers reloaded)", cfg.socket,
              len(parts["sandboxes"].store.all()), recovered)  # fmt: skip
@@ -94,6 +106,9 @@ def serve(cfg: DaemonConfig) -> int:
     log.info("shutting down: in-flight calls get 10 s; pods keep running")
     server.stop(10).wait()
     parts["streams"].server.stop()
+    parts["collector"].stop()
+    if cfg.metrics_address:
+        parts["exporter"].stop()
     with contextlib.suppress(OSError):
         os.unlink(cfg.socket)
     return 0

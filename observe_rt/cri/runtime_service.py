@@ -12,7 +12,7 @@ import contextlib
 import json
 
 from observe_rt import __version__, errors
-from observe_rt.cri import convert
+from observe_rt.cri import convert, stats
 from observe_rt.cri.containers import Containers
 from observe_rt.cri.rpc import unary
 from observe_rt.cri.sandboxes import Sandboxes
@@ -20,10 +20,12 @@ from observe_rt.cri.v1 import api_pb2, api_pb2_grpc
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, sandboxes: Sandboxes, containers: Containers, network) -> None:
+    def __init__(self, sandboxes: Sandboxes, containers: Containers, network,
+                 snapshot=None) -> None:  # fmt: skip
         self.sandboxes = sandboxes
         self.containers = containers
         self.network = network
+        self.snapshot = snapshot  # the collector's latest Snapshot (stats answer from it)
         self.pod_cidr = ""
 
     # --- runtime --------------------------------------------------------------------------------
@@ -203,6 +205,48 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             for record in self.containers.of_sandbox(sandbox.id):
                 message.containers_statuses.append(convert.container_status(record))
         return message
+
+    # --- stats: answered from the collector's latest snapshot, never from the kernel -------------
+
+    def _latest(self):
+        if self.snapshot is None:
+            raise errors.Unavailable("stats are not collected by this daemon")
+        return self.snapshot()
+
+    @unary
+    def ContainerStats(self, request, context):
+        found = stats.container_stats(self._latest(), request.container_id)
+        if found is None:
+            raise errors.NotFound(f"no stats for container {request.container_id!r} (not running?)")
+        return api_pb2.ContainerStatsResponse(stats=found)
+
+    @unary
+    def ListContainerStats(self, request, context):
+        wanted = request.filter if request.HasField("filter") else None
+        found = stats.list_container_stats(self._latest(), wanted)
+        return api_pb2.ListContainerStatsResponse(stats=found)
+
+    @unary
+    def PodSandboxStats(self, request, context):
+        found = stats.pod_sandbox_stats(self._latest(), request.pod_sandbox_id)
+        if found is None:
+            raise errors.NotFound(f"no stats for pod sandbox {request.pod_sandbox_id!r}")
+        return api_pb2.PodSandboxStatsResponse(stats=found)
+
+    @unary
+    def ListPodSandboxStats(self, request, context):
+        wanted = request.filter if request.HasField("filter") else None
+        found = stats.list_pod_sandbox_stats(self._latest(), wanted)
+        return api_pb2.ListPodSandboxStatsResponse(stats=found)
+
+    @unary
+    def ListMetricDescriptors(self, request, context):
+        return api_pb2.ListMetricDescriptorsResponse(descriptors=stats.metric_descriptors())
+
+    @unary
+    def ListPodSandboxMetrics(self, request, context):
+        metrics = stats.pod_sandbox_metrics(self._latest())
+        return api_pb2.ListPodSandboxMetricsResponse(pod_metrics=metrics)
 
     @unary
     def ReopenContainerLog(self, request, context):

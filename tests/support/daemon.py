@@ -127,7 +127,8 @@ def write_config(root: Path, cgroup_parent: str, bridge: str, subnet: str) -> Pa
         f'socket = "{root}/cri.sock"\nstate_dir = "{root}/state"\nrun_dir = "{root}/run"\n'
         f'cni_conf_dir = "{cni_dir}"\ncgroup_parent = "{cgroup_parent}"\n'
         f'registry_hosts_dir = "{root}/certs.d"\npolicy = "{root}/no-policy.json"\n'
-        'log_level = "debug"\n\n[runtime_handlers]\nrunc = "/usr/sbin/runc"\n'
+        'log_level = "debug"\nmetrics_address = "127.0.0.1:0"\n'
+        '\n[runtime_handlers]\nrunc = "/usr/sbin/runc"\n'
     )
     return config
 

@@ -1,0 +1,66 @@
+"""Stats from the daemon: CRI stats RPCs and /metrics, from the collector's snapshots."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+from observe_rt.cri.v1 import api_pb2
+from tests.support.daemon import container_config, pod_config, run_pod, start_container
+
+pytestmark = pytest.mark.root
+
+
+def metrics_url(daemon) -> str:
+    found = re.search(
+        r"Prometheus metrics on (http://127\.0\.0\.1:\d+/metrics)", daemon.log.read_text()
+    )
+    assert found, daemon.log.read_text()[-2000:]
+    return found.group(1)
+
+
+def test_cpu_quota_shows_in_cri_stats_and_prometheus(daemon):
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    spec = container_config(daemon, "busy", "while :; do :; done")
+    spec.linux.resources.cpu_quota, spec.linux.resources.cpu_period = 50000, 100000
+    cid = start_container(daemon, pod_id, config, spec)
+    stub = daemon.runtime()
+    time.sleep(4)  # a few collector ticks
+    request = api_pb2.ListContainerStatsRequest(filter=api_pb2.ContainerStatsFilter(id=cid))
+    first = stub.ListContainerStats(request).stats[0]
+    time.sleep(2.2)
+    second = stub.ListContainerStats(request).stats[0]
+    assert second.cpu.timestamp > first.cpu.timestamp > 0
+    assert abs(second.cpu.usage_nano_cores.value - 0.5e9) < 0.1 * 0.5e9
+    assert second.cpu.usage_core_nano_seconds.value > first.cpu.usage_core_nano_seconds.value
+    assert second.memory.working_set_bytes.value > 0
+    pods = stub.ListPodSandboxStats(
+        api_pb2.ListPodSandboxStatsRequest(filter=api_pb2.PodSandboxStatsFilter(id=pod_id))
+    ).stats
+    assert pods[0].linux.network.default_interface.name == "eth0"
+    assert [c.attributes.id for c in pods[0].linux.containers] == [cid]
+
+    def scrape() -> float:
+        text = urllib.request.urlopen(metrics_url(daemon), timeout=10).read().decode()
+        line = next(
+            row for row in text.splitlines()
+            if row.startswith("container_cpu_usage_seconds_total{") and 'container="busy"' in row
+        )  # fmt: skip
+        return float(line.rsplit(" ", 1)[1])
+
+    before, started = scrape(), time.monotonic()
+    time.sleep(3)
+    rate = (scrape() - before) / (time.monotonic() - started)
+    assert 0.35 < rate < 0.65  # the scrape sees whole-tick steps of the same 0.5 CPU
+
+
+def test_metric_descriptors_never_change(daemon):
+    stub = daemon.runtime()
+    first = stub.ListMetricDescriptors(api_pb2.ListMetricDescriptorsRequest()).descriptors
+    second = stub.ListMetricDescriptors(api_pb2.ListMetricDescriptorsRequest()).descriptors
+    assert [d.name for d in first] == [d.name for d in second]
+    assert "container_memory_working_set_bytes" in {d.name for d in first}
