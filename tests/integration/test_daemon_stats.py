@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
 from observe_rt.cri.v1 import api_pb2
-from tests.support.daemon import container_config, pod_config, run_pod, start_container
+from tests.support.daemon import (
+    OBSERVE_RT,
+    container_config,
+    pod_config,
+    run_pod,
+    start_container,
+)
 
 pytestmark = pytest.mark.root
 
@@ -64,3 +71,16 @@ def test_metric_descriptors_never_change(daemon):
     second = stub.ListMetricDescriptors(api_pb2.ListMetricDescriptorsRequest()).descriptors
     assert [d.name for d in first] == [d.name for d in second]
     assert "container_memory_working_set_bytes" in {d.name for d in first}
+
+
+def test_stats_command(daemon):
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    start_container(daemon, pod_id, config, container_config(daemon, "idle", "sleep 300"))
+    time.sleep(2.5)
+    out = subprocess.run([OBSERVE_RT, "stats", "--socket", daemon.socket],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split()[:3] == ["CONTAINER", "NAME", "CPU"]
+    assert any(row.split()[1] == "idle" for row in rows)
