@@ -42,6 +42,7 @@ class DaemonConfig:
     stream_address: str = "127.0.0.1:0"
     metrics_address: str = "127.0.0.1:9464"
     stats_interval: float = 1.0
+    probes: bool = True
     runtime_handlers: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -59,8 +59,9 @@ def build_server(cfg: DaemonConfig) -> tuple:
     network = CniManager(cfg.cni_conf_dir, list(cfg.cni_bin_dirs),
                          os.path.join(cfg.state_dir, "cni"))  # fmt: skip
     sandboxes = Sandboxes(cfg, RecordStore(Path(cfg.state_dir) / "pods", SandboxRecord), network)
+    probes = _start_probes(cfg)
     containers = Containers(cfg, RecordStore(Path(cfg.state_dir) / "containers", ContainerRecord),
-                            sandboxes, images)  # fmt: skip
+                            sandboxes, images, probes=probes)  # fmt: skip
     # Message limits as containerd sets them: ExecSync output alone may be 2 x 16 MiB.
     limits = [("grpc.max_receive_message_length", 64 << 20),
               ("grpc.max_send_message_length", 64 << 20)]  # fmt: skip
@@ -78,7 +79,30 @@ def build_server(cfg: DaemonConfig) -> tuple:
     collector.on_tick = exporter.runtime.observe_tick
     return server, {"sandboxes": sandboxes, "containers": containers, "images": images,
                     "streams": runtime.streams, "collector": collector,
-                    "exporter": exporter}  # fmt: skip
+                    "exporter": exporter, "probes": probes}  # fmt: skip
+
+
+def _start_probes(cfg: DaemonConfig):
+    """Compile and attach the eBPF probes once; without BPF the runtime runs on, and says why."""
+    if not cfg.probes:
+        return None
+    from observe_rt.probes.manager import ProbeManager
+
+    probes = ProbeManager()
+    status = probes.start()
+    if status.available:
+        up = [p.name for p in status.probes if p.up]
+        log.info("eBPF probes up (%s) in %.0f ms", ", ".join(up), status.compile_ms)
+    else:
+        log.warning("eBPF probes off: %s", status.reason)
+    return probes
+
+
+def _track_running(containers, probes) -> None:
+    """After a restart the probes start empty: track every container that still runs."""
+    for record in containers.store.all():
+        if record.cgroup_id and record.state in ("CREATED", "RUNNING"):
+            probes.track(record.cgroup_id)
 
 
 def serve(cfg: DaemonConfig) -> int:
@@ -100,6 +124,10 @@ def serve(cfg: DaemonConfig) -> int:
     stop = threading.Event()
     threading.Thread(target=parts["containers"].watch_exits, args=(stop,), daemon=True,
                      name="exit-watcher").start()  # fmt: skip
+    if parts["probes"] is not None:
+        _track_running(parts["containers"], parts["probes"])
+        threading.Thread(target=parts["containers"].watch_probes, args=(stop,), daemon=True,
+                         name="probe-events").start()  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
@@ -107,6 +135,8 @@ def serve(cfg: DaemonConfig) -> int:
     server.stop(10).wait()
     parts["streams"].server.stop()
     parts["collector"].stop()
+    if parts["probes"] is not None:
+        parts["probes"].stop()
     if cfg.metrics_address:
         parts["exporter"].stop()
     with contextlib.suppress(OSError):

@@ -33,12 +33,13 @@ from observe_rt.pod.shim_client import ShimGone
 
 class Containers:
     def __init__(self, config: DaemonConfig, store: RecordStore, sandboxes, images: ImageService,
-                 bus: EventBus | None = None):  # fmt: skip
+                 bus: EventBus | None = None, probes=None):  # fmt: skip
         self.config = config
         self.store = store
         self.sandboxes = sandboxes
         self.images = images
         self.bus = bus or EventBus()
+        self.probes = probes  # observe_rt.probes.manager.ProbeManager, when the daemon runs one
         self.run_dir = Path(config.run_dir) / "containers"
         self.data_dir = Path(config.state_dir) / "rootfs"
 
@@ -115,6 +116,7 @@ class Containers:
         )
         undo.callback(self._delete_in_shim, sandbox, record.id)
         record.pid = reply["pid"]
+        record.cgroup_id = _cgroup_id(spec["linux"]["cgroupsPath"], record.id)
 
     # --- start, stop, remove ------------------------------------------------------------------
 
@@ -125,6 +127,8 @@ class Containers:
                 f"container {record.id} is {record.state.lower()}, only a created one can start"
             )
         sandbox = self.sandboxes.get(record.sandbox_id)
+        if self.probes is not None and record.cgroup_id:
+            self.probes.track(record.cgroup_id)  # before the workload's first instruction
         reply = self.sandboxes.shim(sandbox).call("start", id=record.id)
         record.started_at, record.state = reply["started_at"], "RUNNING"
         self.store.save(record)
@@ -162,6 +166,8 @@ class Containers:
             unmount(record.rootfs, True)
         shutil.rmtree(self.run_dir / record.id, ignore_errors=True)
         shutil.rmtree(self.data_dir / record.id, ignore_errors=True)
+        if self.probes is not None and record.cgroup_id:
+            self.probes.untrack(record.cgroup_id)
         self.store.delete(record.id)
         self._publish(record, "DELETED")
 
@@ -208,6 +214,28 @@ class Containers:
         self.store.save(record)
         self._publish(record, "STOPPED")
         return record
+
+    def note_oom_kill(self, event) -> None:
+        """An OOM kill the probes saw: the container's status names the victim."""
+        with self.store.lock:
+            record = next((r for r in self.store.all() if r.cgroup_id == event.cgroup_id), None)
+            if record is None:
+                return
+            record.message = (
+                f"OOM killer stopped pid {event.victim_pid} ({event.victim_comm}), "
+                f"rss {event.rss_kb} kB"
+            )
+            self.store.save(record)
+
+    def watch_probes(self, stop: threading.Event) -> None:
+        """Drain the probes' rare events (OOM kills today) into container status."""
+        from observe_rt.probes.events import OomKill
+
+        while not stop.is_set():
+            for event in self.probes.poll_events(timeout_ms=500):
+                if isinstance(event, OomKill):
+                    with contextlib.suppress(Exception):
+                        self.note_oom_kill(event)
 
     def watch_exits(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Notice exits without waiting for a status call, so STOPPED events flow."""
@@ -259,6 +287,16 @@ class Containers:
         with contextlib.suppress(errors.ObserveRtError, OSError):
             runtime = self.sandboxes.runtime(self.sandboxes.get(record.sandbox_id))
             runtime.kill(record.id, signal.SIGKILL, all_processes=True)
+
+
+def _cgroup_id(cgroups_path: str, container_id: str) -> int:
+    """The inode of the container's v2 cgroup directory (0 on hosts without cgroup v2)."""
+    from observe_rt.runtime import cgroups
+
+    with contextlib.suppress(OSError, ValueError, RuntimeError, errors.ObserveRtError):
+        plan = cgroups.plan(None, cgroups_path, cgroups.detect_layout(), container_id)
+        return cgroups.CgroupManager(plan).cgroup_id()
+    return 0
 
 
 def _unique_name(meta: api_pb2.ContainerMetadata, sandbox_id: str) -> str:

@@ -56,6 +56,7 @@ class ContainerRecord:
     container_dir: str = ""  # upper and work dirs of the overlay
     chain: list[str] = field(default_factory=list)  # image layers the rootfs stands on
     stop_signal: int = 15
+    cgroup_id: int = 0  # the v2 cgroup's id: how the eBPF probes name this container
     pid: int = 0
     started_at: int = 0
     finished_at: int = 0

@@ -10,20 +10,17 @@ from __future__ import annotations
 from observe_rt.doctor.model import BccOutcome, Check, Outcome, Status, Tree, verdict
 from observe_rt.host.kernel_headers import KernelHeaders, debian_arch
 
-# Every tracepoint a probe in bpf/ attaches to.
-TRACEPOINTS = (
-    "raw_syscalls:sys_enter",
-    "raw_syscalls:sys_exit",
-    "oom:mark_victim",
-    "sock:inet_sock_set_state",
-    "sock:sock_send_length",
-    "sock:sock_recv_length",
-    "tcp:tcp_retransmit_skb",
-    "tcp:tcp_send_reset",
-    "tcp:tcp_receive_reset",
-    "sched:sched_process_exec",
-    "sched:sched_process_exit",
-)
+
+def _probe_tracepoints() -> tuple[str, ...]:
+    """Every tracepoint a probe in bpf/ attaches to, from the probes' own specs."""
+    from observe_rt.probes import oom, process, syscalls, tcp
+
+    names = [tp for spec in (syscalls.SPEC, oom.SPEC, tcp.SPEC, process.SPEC)
+             for tp in spec.tracepoints]  # fmt: skip
+    return tuple(dict.fromkeys(names))
+
+
+TRACEPOINTS = _probe_tracepoints()
 TRACEFS_DIRS = ("sys/kernel/tracing", "sys/kernel/debug/tracing")
 BCC_FIX = "apt-get install python3-bpfcc; run deploy/setup.sh"
 TRACEFS_FIX = "mount -t tracefs tracefs /sys/kernel/tracing"

@@ -209,3 +209,20 @@ def test_command_line_front(daemon):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert (logs.stdout, logs.stderr) == ("line-one\n", "line-two\n")  # each to its stream
     assert json.loads(cli("inspect", cid))["status"]["metadata"]["name"] == "talker"
+
+
+def test_oom_kill_message_names_the_victim(daemon):
+    """The eBPF OOM probe attributes the kill to the container and names the victim."""
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    resources = api_pb2.LinuxContainerResources(memory_limit_in_bytes=32 << 20)
+    hog = container_config(daemon, "hog", "exec tail /dev/zero",
+                           linux=api_pb2.LinuxContainerConfig(resources=resources))  # fmt: skip
+    cid = start_container(daemon, pod_id, config, hog)
+    finished = wait_exited(daemon, cid, timeout=60)
+    assert finished.reason == "OOMKilled"
+    deadline = time.monotonic() + 10
+    while "OOM killer stopped pid" not in status(daemon, cid).message:
+        assert time.monotonic() < deadline, status(daemon, cid).message
+        time.sleep(0.2)
+    assert "(tail)" in status(daemon, cid).message
