@@ -77,6 +77,13 @@ def build_server(cfg: DaemonConfig) -> tuple:
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
     exporter = PrometheusExporter(collector.snapshot, cfg.metrics_address)
     collector.on_tick = exporter.runtime.observe_tick
+    if probes is not None:
+        from observe_rt.export.probes import ProbeMetrics
+
+        probe_metrics = ProbeMetrics(probes)
+        exporter.registry.register(probe_metrics)
+        collector.on_tick = probe_metrics.wrap_tick(collector.on_tick)
+        containers.on_probe_event = probe_metrics.note_event
     return server, {"sandboxes": sandboxes, "containers": containers, "images": images,
                     "streams": runtime.streams, "collector": collector,
                     "exporter": exporter, "probes": probes}  # fmt: skip

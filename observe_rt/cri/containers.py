@@ -40,6 +40,7 @@ class Containers:
         self.images = images
         self.bus = bus or EventBus()
         self.probes = probes  # observe_rt.probes.manager.ProbeManager, when the daemon runs one
+        self.on_probe_event = None  # also gets every probe event (export/probes.py counts OOMs)
         self.run_dir = Path(config.run_dir) / "containers"
         self.data_dir = Path(config.state_dir) / "rootfs"
 
@@ -233,6 +234,9 @@ class Containers:
 
         while not stop.is_set():
             for event in self.probes.poll_events(timeout_ms=500):
+                if self.on_probe_event is not None:
+                    with contextlib.suppress(Exception):
+                        self.on_probe_event(event)
                 if isinstance(event, OomKill):
                     with contextlib.suppress(Exception):
                         self.note_oom_kill(event)

@@ -79,6 +79,7 @@ class Executor:
             plan["state_dir"] = directory
             plan["cgroup_hierarchies"] = cgroup_hierarchies()
             pid = self._run_init(plan, manager, undo, stdio)
+            manager.apply_after_init()
             state = ContainerState(
                 id=container_id,
                 bundle=os.path.abspath(bundle),

@@ -152,3 +152,19 @@ def test_bind_mounts_with_flags_match_runc(ort, runc, bundles, tmp_path):
     assert_same(ours, theirs)
     assert ours.stdout.splitlines()[:2] == ["from the host", "Read-only file system"]
     assert "/ro ro,nosuid,nodev,noexec" in ours.stdout and "wrote" in ours.stdout
+
+
+@pytest.mark.root
+def test_device_cgroup_matches_runc(ort, runc, bundles):
+    """Deny every device but /dev/null: creating and opening a disk node fails under both."""
+    script = ("rm -f /tmp/sda; mknod /tmp/sda b 8 0 && (head -c1 /tmp/sda >/dev/null 2>&1"
+              " && echo disk-read || echo disk-denied); rm -f /tmp/sda;"
+              " echo ok > /dev/null && echo null-ok")  # fmt: skip
+    spec = bundles.spec(["sh", "-c", script])
+    spec["linux"]["resources"] = {"devices": [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+    ]}  # fmt: skip
+    ours, theirs = run_both(ort, runc, bundles, spec)
+    assert_same(ours, theirs)
+    assert "disk-read" not in ours.stdout and "null-ok" in ours.stdout

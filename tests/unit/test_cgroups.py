@@ -187,7 +187,10 @@ RESOURCES = {
 
 def test_plan_v1_files(tmp_path):
     p = plan(RESOURCES, "/x/c", _host(tmp_path, "hybrid"))
-    assert _writes(p) == {
+    devices = [(os.path.basename(w.path), w.value) for w in p.writes if w.hierarchy == "devices"]
+    assert devices[:2] == [("devices.deny", "a *:* rwm"), ("devices.allow", "c *:* m")]
+    assert all(w.after_init for w in p.writes if w.hierarchy == "devices")
+    assert {k: v for k, v in _writes(p).items() if not k.startswith("devices/")} == {
         "memory/memory.limit_in_bytes": str(64 << 20),
         "memory/memory.soft_limit_in_bytes": str(32 << 20),
         "memory/memory.memsw.limit_in_bytes": str(96 << 20),

@@ -140,10 +140,17 @@ class CgroupManager:
             if plan.cpuset_inherit:
                 self._inherit_cpuset(self._roots["cpuset"], self._dirs["cpuset"])
             for write in plan.enable + plan.writes:
-                self._apply(write)
+                if not write.after_init:
+                    self._apply(write)
         except BaseException:
             self._remove_created(time.monotonic() + 1.0, quiet=True)
             raise
+
+    def apply_after_init(self) -> None:
+        """The writes create() left for when the container's init has built its rootfs."""
+        for write in self._plan.writes if self._plan else ():
+            if write.after_init:
+                self._apply(write)
 
     def apply_writes(self) -> None:
         """Write the plan's limits to existing directories (a resource update).

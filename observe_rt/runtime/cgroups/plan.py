@@ -37,6 +37,11 @@ class Write:
     field: str
     optional: bool = False  # skip silently when the file does not exist
 
+    @property
+    def after_init(self) -> bool:
+        """Device rules wait until the init has made /dev (mknod needs them), as in runc."""
+        return self.hierarchy == "devices"
+
 
 @dataclass(frozen=True)
 class CgroupPlan:

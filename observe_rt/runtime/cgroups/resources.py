@@ -42,6 +42,8 @@ class Resources:
     cpus: str | None = None
     mems: str | None = None
     pids_limit: int | None = None
+    # Device rules in order, as (allow?, "type major:minor access"), e.g. (False, "a *:* rwm").
+    device_rules: list[tuple[bool, str]] = field(default_factory=list)
     unified: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -143,6 +145,37 @@ def _parse_unified(resources: dict, res: Resources) -> None:
     res.unified = dict(unified)
 
 
+# What runc allows after a spec's own device rules: creating any node (m), and the usual
+# character devices (null, zero, full, random, urandom, tty, console pts, ptmx, tun).
+RUNTIME_ALLOWED_DEVICES = (
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 136:* rwm", "c 5:2 rwm", "c 10:200 rwm",
+)  # fmt: skip
+
+
+def _parse_devices(rules: list, res: Resources) -> None:
+    """The device cgroup rules (runc's format: type a/c/b, major/minor or wildcard, rwm)."""
+    if not isinstance(rules, list):
+        raise ValueError(f"{_PREFIX}.devices: must be a list")
+    for i, rule in enumerate(rules):
+        where = f"{_PREFIX}.devices[{i}]"
+        if not isinstance(rule, dict) or not isinstance(rule.get("allow"), bool):
+            raise ValueError(f'{where}: needs a boolean "allow"')
+        kind = rule.get("type") or "a"
+        access = rule.get("access") or "rwm"
+        if kind not in ("a", "c", "b") or not set(access) <= set("rwm"):
+            raise ValueError(f"{where}: type must be a, c or b and access from rwm")
+        numbers = []
+        for key in ("major", "minor"):
+            value = rule.get(key)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{where}.{key}: must be a non-negative integer")
+            numbers.append("*" if value is None or value == -1 else str(value))
+        res.device_rules.append((rule["allow"], f"{kind} {numbers[0]}:{numbers[1]} {access}"))
+    if res.device_rules:
+        res.device_rules += [(True, rule) for rule in RUNTIME_ALLOWED_DEVICES]
+
+
 def _warn_unsupported(resources: dict, res: Resources) -> None:
     for section, keys in _UNSUPPORTED.items():
         obj = _section(resources, section) if section else resources
@@ -162,6 +195,7 @@ def parse_resources(resources: dict | None) -> Resources:
     _parse_memory(_section(resources, "memory"), res)
     _parse_cpu(_section(resources, "cpu"), res)
     _parse_pids(_section(resources, "pids"), res)
+    _parse_devices(resources.get("devices") or [], res)
     _parse_unified(resources, res)
     _warn_unsupported(resources, res)
     return res

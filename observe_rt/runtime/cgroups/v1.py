@@ -66,4 +66,8 @@ def v1_writes(res: Resources, swap_accounting: bool) -> list[tuple[str, str, str
     if res.pids_limit is not None:
         value = "max" if res.pids_limit in (0, -1) else str(res.pids_limit)
         out.append(("pids", "pids.max", value, "linux.resources.pids.limit"))
+    # Device rules apply in order: typically "deny everything", then the allowed nodes.
+    for i, (allow, rule) in enumerate(res.device_rules):
+        file = "devices.allow" if allow else "devices.deny"
+        out.append(("devices", file, rule, f"linux.resources.devices[{i}]"))
     return out
