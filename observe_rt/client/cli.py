@@ -122,8 +122,8 @@ def _stats(client, args) -> int:
         rows = [
             (short(s.attributes.id), names.get(s.attributes.id, s.attributes.metadata.name),
              f"{s.cpu.usage_nano_cores.value / 1e7:.2f}",
-             _human_bytes(s.memory.working_set_bytes.value),
-             _human_bytes(s.writable_layer.used_bytes.value),
+             human_bytes(s.memory.working_set_bytes.value),
+             human_bytes(s.writable_layer.used_bytes.value),
              str(s.writable_layer.inodes_used.value))
             for s in sorted(found, key=lambda s: s.attributes.id)
         ]  # fmt: skip
@@ -134,7 +134,8 @@ def _stats(client, args) -> int:
         print()
 
 
-def _human_bytes(value: int) -> str:
+def human_bytes(value: float) -> str:
+    """1234567 -> 1.2MB, in decimal units as crictl and docker print sizes."""
     for unit in ("B", "kB", "MB", "GB"):
         if value < 1000 or unit == "GB":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"

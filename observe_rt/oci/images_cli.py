@@ -7,6 +7,7 @@ import base64
 import json
 import os
 
+from observe_rt.client.cli import human_bytes
 from observe_rt.errors import InvalidArgument
 
 DEFAULT_ROOT = "/var/lib/observe-rt/images"
@@ -81,7 +82,7 @@ def _list(args) -> int:
     print(f"{'IMAGE':<50} {'TAG':<16} {'IMAGE ID':<14} {'SIZE':>10}")
     for record in records:
         for name, tag in _names(record):
-            print(f"{name:<50} {tag:<16} {record.id[7:20]:<14} {_human(record.size):>10}")
+            print(f"{name:<50} {tag:<16} {record.id[7:20]:<14} {human_bytes(record.size):>10}")
     return 0
 
 
@@ -91,14 +92,6 @@ def _names(record) -> list[tuple[str, str]]:
     if record.repo_digests:
         return [(d.split("@", 1)[0], "<none>") for d in record.repo_digests]
     return [("<none>", "<none>")]
-
-
-def _human(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return str(size)
 
 
 def _inspect(args) -> int:
