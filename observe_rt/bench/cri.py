@@ -19,6 +19,13 @@ and one container running `sleep 3600` from busybox, both images pulled through 
                StartContainer, timed from the client
     memory     with every pod up: the daemon's and each pod shim's Rss and Pss (smaps_rollup)
     teardown   each pod: StopPodSandbox + RemovePodSandbox, timed
+    exec       (--exec N) one more pod per runtime; N ExecSync(`true`, timeout 10) calls into
+               its container, timed, alternating between the runtimes; the pod removed
+    stats      (--stats-containers N) N more pods of one container each per runtime; after
+               STATS_SETTLE_S (collector ticks), STATS_CALLS ListContainerStats calls timed,
+               alternating; observe-rt's /metrics scraped SCRAPES times; then both daemons'
+               CPU time (utime + stime, the whole process) over an idle CPU_WINDOW_S window;
+               the pods removed
 Runtimes alternate, one pod each per iteration, the order rotated every iteration, so machine
 noise lands on both alike. A runtime that fails is dropped with the reason.
 """
@@ -35,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from observe_rt.bench import cri_memory, cri_setup
+from observe_rt.bench import cri_calls, cri_memory, cri_setup
 from observe_rt.bench.bundle import cgroup_dirs, remove_cgroup_tree
 from observe_rt.bench.common import Session, clean_env, rotated, signals_ignored
 from observe_rt.bench.containerd import unmount_under
@@ -58,6 +65,13 @@ TEARDOWN_STEPS = ("StopPodSandbox", "RemovePodSandbox")
 WORKLOAD = ("sleep", "3600")
 POD_NAMESPACE = "bench"
 SETTLE_S = 1.0  # after the last pod starts, before memory is read
+EXEC_COMMAND = ("true",)
+EXEC_TIMEOUT_S = 10
+STATS_SETTLE_S = 3.0  # after the last stats pod starts: a few collector ticks
+STATS_CALLS = 20  # ListContainerStats calls per runtime
+SCRAPES = 10  # observe-rt /metrics scrapes
+CPU_WINDOW_S = 10.0  # idle window over which the daemons' CPU time is read
+STATS_INTERVAL_S = 1.0  # observe-rt's collector interval (its config default)
 TMP_PREFIX = "ocb-"  # short: observe-rt's run dir must stay within 22 bytes (cri_setup)
 # Directories containerd creates outside its own dirs; removed at the end if empty and new.
 OUTSIDE_DIRS = [CONTAINERD_SHIM_SOCKETS, CONTAINERD_SHIM_SOCKETS.parent,
@@ -69,6 +83,7 @@ class Pod:
     id: str
     name: str
     cgroup_parent: str
+    container_id: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,16 @@ class MemorySample:
     daemon: cri_memory.Usage
     shims: list[cri_memory.Usage]
     sandboxes: list[cri_memory.Usage] | None = None  # containerd's pause processes
+
+
+@dataclass
+class StatsSample:
+    containers: int  # containers up
+    reported: int  # containers in the last ListContainerStats answer
+    list_ms: list[float]
+    cpu: cri_calls.CpuWindow | None = None
+    scrapes_ms: list[float] | None = None  # observe-rt's /metrics
+    scrape_bytes: int | None = None
 
 
 @dataclass
@@ -89,6 +114,10 @@ class RuntimeRun:
     memory: MemorySample | None = None
     live: list[Pod] = field(default_factory=list)  # measured pods up, in start order
     reason: str | None = None
+    execs: list[float] = field(default_factory=list)  # ExecSync ms (--exec)
+    exec_reason: str | None = None
+    stats: StatsSample | None = None  # --stats-containers
+    stats_reason: str | None = None
 
     @property
     def active(self) -> bool:
@@ -195,6 +224,126 @@ class CriBench(Session):
                 tick()
         return self.runs
 
+    # --- --exec: ExecSync latency into one running container --------------------------------
+
+    def measure_exec(self, calls: int, progress: Callable[[], None] | None = None):
+        tick = progress or (lambda: None)
+        pods = {}
+        for run in self._order(0):
+            pod = self._start(run, "exec-0", "exec pod")
+            if pod is None:
+                run.exec_reason, run.reason = run.reason, None
+            else:
+                pods[run.name] = pod
+        for iteration in range(calls):
+            for run in self._order(iteration):
+                if run.name in pods and run.exec_reason is None:
+                    self._exec(run, pods[run.name], iteration)
+                tick()
+        for run in self._order(0):
+            if run.name in pods:
+                self._teardown(run, pods[run.name], "exec pod")
+            if run.reason is not None:  # teardown trouble: this phase's, not the run's
+                run.exec_reason, run.reason = run.reason, None
+        return self.runs
+
+    def _exec(self, run: RuntimeRun, pod: Pod, iteration: int) -> None:
+        client = run.runtime.client
+        try:
+            start = time.perf_counter_ns()
+            response = _call("ExecSync", client.exec_sync, pod.container_id,
+                             list(EXEC_COMMAND), EXEC_TIMEOUT_S)  # fmt: skip
+            elapsed = (time.perf_counter_ns() - start) / 1e6
+        except StepError as err:
+            run.exec_reason = f"exec {iteration + 1}: {err}"
+            return
+        if response.exit_code != 0:
+            run.exec_reason = f"exec {iteration + 1}: `true` exited {response.exit_code}"
+            return
+        run.execs.append(elapsed)
+
+    # --- --stats-containers: ListContainerStats, /metrics and the daemons' idle CPU -----------
+
+    def measure_stats(self, containers: int, progress: Callable[[], None] | None = None):
+        tick = progress or (lambda: None)
+        pods: dict[str, list[Pod]] = {run.name: [] for run in self.runs}
+        for iteration in range(containers):
+            for run in self._order(iteration):
+                if run.stats_reason is None:
+                    pod = self._start(run, f"stats-{iteration}", f"stats pod {iteration + 1}")
+                    if pod is None:
+                        run.stats_reason, run.reason = run.reason, None
+                    else:
+                        pods[run.name].append(pod)
+                tick()
+        measured = [run for run in self._order(0) if run.stats_reason is None]
+        time.sleep(STATS_SETTLE_S)
+        lists: dict[str, list[float]] = {run.name: [] for run in measured}
+        reported: dict[str, int] = {}
+        for iteration in range(STATS_CALLS):
+            for run in rotated(measured, iteration):
+                if run.stats_reason is None:
+                    reported[run.name] = self._list_stats(run, lists[run.name])
+        for run in measured:
+            if run.stats_reason is None:
+                run.stats = StatsSample(len(pods[run.name]), reported.get(run.name, 0),
+                                        lists[run.name])  # fmt: skip
+        for run in measured:
+            if run.stats is not None and isinstance(run.runtime, ObserveRtRuntime):
+                self._scrape(run)
+        if any(run.stats is not None for run in measured):
+            self._read_cpu([run for run in measured if run.stats is not None])
+        for run in self._order(0):
+            for pod in pods[run.name]:
+                self._teardown(run, pod, "stats pod")
+                tick()
+            if run.reason is not None:  # teardown trouble: this phase's, not the run's
+                run.stats_reason, run.reason, run.stats = run.reason, None, None
+        return self.runs
+
+    def _list_stats(self, run: RuntimeRun, samples: list[float]) -> int:
+        from observe_rt.cri.v1 import api_pb2
+
+        client = run.runtime.client
+        try:
+            start = time.perf_counter_ns()
+            response = _call("ListContainerStats", client.runtime.ListContainerStats,
+                             api_pb2.ListContainerStatsRequest())  # fmt: skip
+            samples.append((time.perf_counter_ns() - start) / 1e6)
+        except StepError as err:
+            run.stats_reason = str(err)
+            return 0
+        return len(response.stats)
+
+    def _scrape(self, run: RuntimeRun) -> None:
+        url = cri_calls.metrics_url(run.runtime.log.read_text(errors="replace"))
+        if url is None:
+            run.stats_reason, run.stats = "the daemon logged no metrics URL", None
+            return
+        times_ms, size = [], 0
+        try:
+            for _ in range(SCRAPES):
+                elapsed, size = cri_calls.scrape(url)
+                times_ms.append(elapsed)
+        except OSError as err:
+            run.stats_reason, run.stats = f"/metrics scrape: {err}", None
+            return
+        run.stats.scrapes_ms, run.stats.scrape_bytes = times_ms, size
+
+    def _read_cpu(self, runs: list[RuntimeRun]) -> None:
+        """Every daemon's CPU time over one idle window (all read together)."""
+        before = {run.name: cri_calls.read_cpu_ticks(run.runtime.daemon_pid()) for run in runs}
+        start = time.monotonic()
+        time.sleep(CPU_WINDOW_S)
+        after = {run.name: cri_calls.read_cpu_ticks(run.runtime.daemon_pid()) for run in runs}
+        window = round(time.monotonic() - start, 3)
+        for run in runs:
+            if before[run.name] is None or after[run.name] is None:
+                run.stats_reason, run.stats = f"{run.name} daemon exited", None
+                continue
+            run.stats.cpu = cri_calls.CpuWindow(after[run.name] - before[run.name],
+                                                cri_calls.clock_ticks_per_s(), window)  # fmt: skip
+
     def _order(self, iteration: int) -> list[RuntimeRun]:
         return rotated([run for run in self.runs if run.active], iteration)
 
@@ -221,7 +370,7 @@ class CriBench(Session):
             return None
         if samples is not None:
             samples.append(_spans(START_STEPS, marks))
-        return Pod(pod_id, name, cgroup_parent)
+        return Pod(pod_id, name, cgroup_parent, container_id)
 
     def _teardown(self, run: RuntimeRun, pod: Pod, label: str, samples=None) -> None:
         client = run.runtime.client

@@ -18,6 +18,11 @@ OPTIONS = (
                   "measured pods per runtime, all up at once", always=True),
     common.Option("--warmup", common.count(0), DEFAULT_WARMUP,
                   "pods per runtime started and removed first"),
+    common.Option("--exec", common.count(0), 0,
+                  "ExecSync(`true`) calls timed into one container per runtime; 0: none"),
+    common.Option("--stats-containers", common.count(0), 0,
+                  "containers up (one per pod) while ListContainerStats, /metrics and the "
+                  "daemons' idle CPU are measured; 0: none"),
 )  # fmt: skip
 
 
@@ -37,14 +42,20 @@ def _measure(args: argparse.Namespace, errors) -> dict:
     from observe_rt.bench import cri_report
     from observe_rt.bench.cri import RUNTIMES, CriBench
 
-    total = (2 * args.warmup + 2 * args.pods) * len(RUNTIMES)
+    per_runtime = 2 * args.warmup + 2 * args.pods + args.exec + 2 * args.stats_containers
+    total = per_runtime * len(RUNTIMES)
     with errors.status("starting the registry and the runtimes, pulling images"):
         bench = CriBench()
     with bench, common.progress(errors, total, "pod starts and teardowns") as advance:
         runs = bench.measure(args.pods, args.warmup, advance)
+        if args.exec:
+            bench.measure_exec(args.exec, advance)
+        if args.stats_containers:
+            bench.measure_stats(args.stats_containers, advance)
         images = {"container": bench.images.busybox, "command": ["sleep", "3600"],
                   "sandbox_image": bench.images.pause}  # fmt: skip
-        return cri_report.build_report(runs, images, args.warmup, args.pods, common.host_info())
+        return cri_report.build_report(runs, images, args.warmup, args.pods, common.host_info(),
+                                       args.exec, args.stats_containers)  # fmt: skip
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -62,6 +73,14 @@ def render(result: dict, console) -> None:
         ("median per CRI call, ms", report.STEP_COLUMNS, report.step_rows(result), 1),
         (report.memory_title(result), report.MEMORY_COLUMNS, report.memory_rows(result), 2),
     )  # fmt: skip
+    titles = report.phase_titles(result)
+    if "exec" in titles:
+        tables += ((titles["exec"], report.CALL_COLUMNS, report.exec_rows(result), 1),)
+    if "list_stats" in titles:
+        tables += (
+            (titles["list_stats"], report.CALL_COLUMNS, report.list_stats_rows(result), 1),
+            (titles["cost"], report.COST_COLUMNS, report.cost_rows(result), 1),
+        )  # fmt: skip
     workload, warmup = result["workload"], result["warmup"]
     notes = (
         *report.summary_lines(result),
@@ -72,6 +91,7 @@ def render(result: dict, console) -> None:
         f"containerd's sandbox image {workload['sandbox_image']}.",
         f"{result['pods']} pods per runtime after {warmup} warm-up pod{'s' * (warmup != 1)}; "
         f"{result['order']}; memory read with every pod up.",
+        *report.phase_lines(result),
         f"Measured by: {result['command']}",
     )
     common.render(console, tables, notes)

@@ -82,6 +82,7 @@ def observe_rt_config(
         "socket": socket, "state_dir": state_dir, "run_dir": run_dir,
         "cni_conf_dir": cni_conf_dir, "registry_hosts_dir": hosts_dir, "policy": policy,
         "cgroup_parent": cgroup_parent, "log_level": "info",
+        "metrics_address": "127.0.0.1:0",  # an ephemeral port, logged at start
     }  # fmt: skip
     lines = [f"{key} = {_toml_string(value)}" for key, value in values.items()]
     lines.append(f"cni_bin_dirs = [{_toml_string(cni_bin_dir)}]")

@@ -86,3 +86,30 @@ def test_sigterm_with_pods_up_cleans_up():
 
     interrupt("cri", "--pods", "20", "--json", ready=pods_up, wait=180, exit_timeout=180)
     assert leftovers() == before
+
+
+def test_bench_cri_exec_and_stats_phases_report_structure():
+    before = leftovers()
+    result = run_json("cri", "--pods", "1", "--exec", "3", "--stats-containers", "2",
+                      timeout=600)  # fmt: skip
+    assert result["command"] == "observe-rt bench cri --pods 1 --exec 3 --stats-containers 2"
+    assert result["exec"] == {"calls": 3, "command": ["true"], "timeout_s": 10}
+    assert result["stats"]["containers"] == 2 and result["stats"]["list_calls"] == 20
+    for name, entry in result["runtimes"].items():
+        assert entry["available"], entry
+        exec_ = entry["exec"]
+        assert exec_["available"] and exec_["runs"] == 3 and len(exec_["samples_ms"]) == 3, name
+        assert 0 < exec_["min_ms"] <= exec_["median_ms"] <= exec_["p95_ms"] <= exec_["max_ms"]
+        stats = entry["stats"]
+        assert stats["available"] and stats["containers_up"] == 2, name
+        assert stats["containers_reported"] >= 2, name
+        assert stats["list_container_stats"]["runs"] == 20
+        cpu = stats["daemon_cpu"]
+        assert cpu["window_s"] >= 10 and cpu["cpu_ms"] >= 0 and cpu["cpu_ms_per_s"] >= 0
+        ratios = entry["ratio_to_containerd"]
+        assert {"exec_median", "list_stats_median", "daemon_cpu_per_s"} <= set(ratios)
+    ort = result["runtimes"]["observe-rt"]["stats"]
+    assert ort["metrics_scrape"]["scrapes"] == 10 and ort["metrics_scrape"]["bytes"] > 0
+    assert ort["metrics_scrape"]["median_ms"] > 0 and ort["daemon_cpu"]["collector_ticks"] == 10
+    assert "metrics_scrape" not in result["runtimes"]["containerd"]["stats"]
+    assert leftovers() == before

@@ -16,8 +16,16 @@ import grpc
 import pytest
 
 from observe_rt import config
-from observe_rt.bench import cri, cri_command, cri_image, cri_memory, cri_report, cri_setup
-from observe_rt.bench.cri import CriBench, MemorySample, Pod, RuntimeRun
+from observe_rt.bench import (
+    cri,
+    cri_calls,
+    cri_command,
+    cri_image,
+    cri_memory,
+    cri_report,
+    cri_setup,
+)
+from observe_rt.bench.cri import CriBench, MemorySample, Pod, RuntimeRun, StatsSample
 from observe_rt.bench.cri_memory import Usage
 from observe_rt.bench.cri_runtimes import (
     ContainerdRuntime,
@@ -450,3 +458,222 @@ def test_needs_root(monkeypatch):
 
     with pytest.raises(FailedPrecondition, match="needs root"):
         cri_command.run_cri(args)
+
+
+# --- --exec and --stats-containers -----------------------------------------------------------
+
+
+def test_metrics_url_is_the_last_one_logged():
+    log = (
+        "INFO observe_rt.server Prometheus metrics on http://127.0.0.1:41234/metrics\n"
+        "INFO observe_rt.server serving CRI on /tmp/x/cri.sock\n"
+        "INFO observe_rt.server Prometheus metrics on http://127.0.0.1:5555/metrics\n"
+    )
+    assert cri_calls.metrics_url(log) == "http://127.0.0.1:5555/metrics"
+    assert cri_calls.metrics_url("serving CRI on /x\n") is None
+
+
+def test_cpu_ticks_are_utime_plus_stime_even_with_odd_command_names():
+    rest = "S 1 2 3 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 123 456 789"
+    assert cri_calls.cpu_ticks(f"42 (observe-rt) {rest}\n") == 325
+    assert cri_calls.cpu_ticks(f"42 (a) (b c) {rest}\n") == 325
+    assert cri_calls.read_cpu_ticks(os.getpid()) >= 0
+    assert cri_calls.read_cpu_ticks(2**22 + 7) is None
+
+
+def test_cpu_entry_per_second_and_per_collector_tick():
+    window = cri_calls.CpuWindow(ticks=30, clk_tck=100, window_s=10.02)
+    assert window.cpu_ms == 300.0
+    assert cri_calls.cpu_entry(window) == {
+        "window_s": 10.02, "cpu_ms": 300.0, "cpu_ms_per_s": round(300 / 10.02, 3),
+        "clock_tick_ms": 10.0,
+    }  # fmt: skip
+    entry = cri_calls.cpu_entry(window, 1.0)
+    assert entry["collector_ticks"] == 10 and entry["cpu_ms_per_tick"] == 30.0
+
+
+def test_scrape_reads_the_whole_body():
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"# HELP x\nx 1\n" * 100
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        elapsed, size = cri_calls.scrape(f"http://127.0.0.1:{server.server_port}/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert size == 1300 and elapsed > 0
+
+
+class FakeStatsStub:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+
+    def ListContainerStats(self, request):
+        self.client._record("ListContainerStats", "")
+        live = {arg for _, rpc, arg in self.client.calls if rpc == "StartContainer"}
+        gone = {arg + "-c" for _, rpc, arg in self.client.calls if rpc == "RemovePodSandbox"}
+        stats = [api_pb2.ContainerStats() for _ in live - gone if _.startswith(self.client.name)]
+        return api_pb2.ListContainerStatsResponse(stats=stats)
+
+
+def phase_bench(tmp_path, monkeypatch, fail_on=None, exit_code=0):
+    monkeypatch.setattr(cri, "STATS_SETTLE_S", 0)
+    monkeypatch.setattr(cri, "CPU_WINDOW_S", 0.01)
+    bench, calls = fake_bench(tmp_path, monkeypatch, fail_on)
+    for run in bench.runs:
+        client = run.runtime.client
+        client.runtime = FakeStatsStub(client)
+
+        def exec_sync(container_id, cmd, timeout, client=client):
+            client._record("ExecSync", f"{container_id} {' '.join(cmd)} {timeout}")
+            return api_pb2.ExecSyncResponse(exit_code=exit_code)
+
+        client.exec_sync = exec_sync
+    return bench, calls
+
+
+def test_measure_exec_alternates_calls_into_one_container(tmp_path, monkeypatch):
+    bench, calls = phase_bench(tmp_path, monkeypatch)
+    ticks = []
+    runs = bench.measure_exec(4, lambda: ticks.append(1))
+    assert len(ticks) == 4 * 2
+    execs = [(name, arg) for name, rpc, arg in calls if rpc == "ExecSync"]
+    assert execs[:4] == [("observe-rt", "observe-rt-exec-0-id-c true 10"),
+                         ("containerd", "containerd-exec-0-id-c true 10"),
+                         ("containerd", "containerd-exec-0-id-c true 10"),
+                         ("observe-rt", "observe-rt-exec-0-id-c true 10")]  # fmt: skip
+    for run in runs:
+        assert run.reason is None and run.exec_reason is None and len(run.execs) == 4
+        assert run.starts == [] and run.teardowns == []  # the pod phases' samples untouched
+    assert [rpc for name, rpc, _ in calls if name == "containerd"][-2:] == [
+        "StopPodSandbox", "RemovePodSandbox"]  # fmt: skip
+
+
+def test_a_failing_exec_drops_only_the_exec_phase(tmp_path, monkeypatch):
+    bench, _ = phase_bench(tmp_path, monkeypatch, fail_on=("ExecSync", 2))
+    ort, ctrd = bench.measure_exec(3)
+    assert ctrd.exec_reason == "exec 2: ExecSync failed: INTERNAL: shim died"
+    assert ctrd.reason is None and len(ctrd.execs) == 1 and len(ort.execs) == 3
+    bench, _ = phase_bench(tmp_path / "b", monkeypatch, exit_code=1)
+    ort, _ = bench.measure_exec(2)
+    assert ort.exec_reason == "exec 1: `true` exited 1" and ort.execs == []
+
+
+def test_measure_stats_lists_with_every_container_up_then_removes_them(tmp_path, monkeypatch):
+    bench, calls = phase_bench(tmp_path, monkeypatch)
+    ticks = []
+    runs = bench.measure_stats(3, lambda: ticks.append(1))
+    assert len(ticks) == 2 * 3 * 2
+    for run in runs:
+        rpcs = [rpc for name, rpc, _ in calls if name == run.name]
+        assert rpcs[:9] == ["RunPodSandbox", "CreateContainer", "StartContainer"] * 3
+        assert rpcs[9 : 9 + cri.STATS_CALLS] == ["ListContainerStats"] * cri.STATS_CALLS
+        assert rpcs[9 + cri.STATS_CALLS :] == ["StopPodSandbox", "RemovePodSandbox"] * 3
+        assert run.reason is None and run.stats_reason is None
+        stats = run.stats
+        assert stats.containers == 3 and stats.reported == 3
+        assert len(stats.list_ms) == cri.STATS_CALLS and stats.scrapes_ms is None
+        assert stats.cpu.ticks >= 0 and stats.cpu.window_s > 0
+
+
+def test_a_failing_stats_pod_drops_only_the_stats_phase(tmp_path, monkeypatch):
+    bench, calls = phase_bench(tmp_path, monkeypatch, fail_on=("StartContainer", 2))
+    ort, ctrd = bench.measure_stats(3)
+    assert ctrd.stats_reason == "stats pod 2: StartContainer failed: INTERNAL: shim died"
+    assert ctrd.reason is None and ctrd.stats is None
+    assert not [c for c in calls if c[0] == "containerd" and c[1] == "ListContainerStats"]
+    assert ort.stats.containers == 3
+
+
+def phase_runs() -> list[RuntimeRun]:
+    ort, ctrd = sample_runs()
+    ort.execs, ctrd.execs = [2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 2.0, 2.0]
+    ort.stats = StatsSample(100, 100, [10.0] * 20, cri_calls.CpuWindow(50, 100, 10.0),
+                            [20.0, 30.0, 40.0], 4096)  # fmt: skip
+    ctrd.stats = StatsSample(100, 100, [40.0] * 20, cri_calls.CpuWindow(10, 100, 10.0))
+    return [ort, ctrd]
+
+
+def test_phase_report_figures_ratios_and_rows():
+    report = cri_report.build_report(phase_runs(), IMAGES, 2, 5, HOST, 4, 100)
+    assert report["exec"] == {"calls": 4, "command": ["true"], "timeout_s": 10}
+    assert report["stats"]["containers"] == 100 and report["stats"]["list_calls"] == 20
+    ort, ctrd = report["runtimes"]["observe-rt"], report["runtimes"]["containerd"]
+    assert ort["exec"]["median_ms"] == 3.5 and ort["exec"]["runs"] == 4
+    assert ctrd["exec"]["median_ms"] == 2.0
+    stats = ort["stats"]
+    assert stats["containers_up"] == 100 and stats["list_container_stats"]["median_ms"] == 10.0
+    assert stats["metrics_scrape"] == {"scrapes": 3, "median_ms": 30.0, "bytes": 4096}
+    assert stats["daemon_cpu"]["cpu_ms_per_s"] == 50.0
+    assert stats["daemon_cpu"]["cpu_ms_per_tick"] == 50.0
+    assert stats["daemon_cpu"]["collector_ticks"] == 10
+    assert "metrics_scrape" not in ctrd["stats"]
+    assert "cpu_ms_per_tick" not in ctrd["stats"]["daemon_cpu"]
+    ratios = ort["ratio_to_containerd"]
+    assert ratios["exec_median"] == 1.75 and ratios["list_stats_median"] == 0.25
+    assert ratios["daemon_cpu_per_s"] == 5.0
+    assert set(ctrd["ratio_to_containerd"].values()) == {1.0}
+    assert cri_report.exec_rows(report)[0] == [
+        "observe-rt", "4", "3.50", "4.85", "2.00", "5.00", "1.75×"]  # fmt: skip
+    assert cri_report.list_stats_rows(report)[1][-1] == "1.00×"
+    assert cri_report.cost_rows(report) == [
+        ["observe-rt", "30.00", "4096", "50.00", "50.00", "5.00×"],
+        ["containerd", "n/a", "n/a", "10.00", "n/a", "1.00×"],
+    ]
+    json.dumps(report)
+
+
+def test_without_the_phases_the_report_is_as_before():
+    report = cri_report.build_report(sample_runs(), IMAGES, 2, 5, HOST)
+    assert "exec" not in report and "stats" not in report
+    for entry in report["runtimes"].values():
+        assert "exec" not in entry and "stats" not in entry
+        assert set(entry["ratio_to_containerd"]) == {key for key, _ in cri_report.RATIO_KEYS}
+    assert cri_report.phase_titles(report) == {} and cri_report.phase_lines(report) == []
+
+
+def test_a_phase_unavailable_for_one_runtime_is_said_and_has_no_ratio():
+    runs = phase_runs()
+    runs[1].exec_reason, runs[1].stats_reason = "exec 1: ExecSync failed: X", "no daemon"
+    report = cri_report.build_report(runs, IMAGES, 2, 5, HOST, 4, 100)
+    ort = report["runtimes"]["observe-rt"]
+    assert ort["ratio_to_containerd"]["exec_median"] is None
+    assert report["runtimes"]["containerd"]["exec"] == {
+        "available": False, "reason": "exec 1: ExecSync failed: X"}  # fmt: skip
+    assert [row[0] for row in cri_report.exec_rows(report)] == ["observe-rt"]
+    assert cri_report.cost_rows(report)[0][-1] == "n/a"
+    lines = cri_report.phase_lines(report)
+    assert "containerd --exec: unavailable: exec 1: ExecSync failed: X" in lines
+    assert "containerd --stats-containers: unavailable: no daemon" in lines
+
+
+def test_phase_options_and_render():
+    args = parse("cri")
+    assert (args.exec, args.stats_containers) == (0, 0)
+    args = parse("cri", "--pods", "1", "--exec", "3", "--stats-containers", "2")
+    assert cri_command.command_line(args) == (
+        "observe-rt bench cri --pods 1 --exec 3 --stats-containers 2"
+    )
+    assert_rejected("cri", ["--exec", "-1"], ["--stats-containers", "x"])
+    report = cri_report.build_report(phase_runs(), IMAGES, 2, 5, HOST, 4, 100)
+    report["command"] = "observe-rt bench cri --pods 5 --exec 4 --stats-containers 100"
+    out = rendered(cri_command.render, report, 80)
+    expected = ("ExecSync `true`: 4 calls", "ListContainerStats with 100 containers up",
+                "/metrics", "ms/tick", "Stats: 100 pods of one container each",
+                "pod start", "Measured by: observe-rt bench cri --pods 5 --exec 4")  # fmt: skip
+    for text in expected:
+        assert text in out, text
+    assert "…" not in out
