@@ -39,6 +39,7 @@ def build_server(cfg: DaemonConfig) -> tuple:
     import grpc
 
     from observe_rt.collect.collector import Collector
+    from observe_rt.cri import rpc
     from observe_rt.cri.containers import Containers
     from observe_rt.cri.image_service import ImageServicer
     from observe_rt.cri.inventory import InventorySource
@@ -77,6 +78,8 @@ def build_server(cfg: DaemonConfig) -> tuple:
     api_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
     exporter = PrometheusExporter(collector.snapshot, cfg.metrics_address)
     collector.on_tick = exporter.runtime.observe_tick
+    rpc.observers.append(exporter.runtime.observe_rpc)  # latency and errors of every CRI call
+    images.on_pull = exporter.runtime.observe_pull
     if probes is not None:
         from observe_rt.export.probes import ProbeMetrics
 

@@ -16,6 +16,16 @@ import grpc
 from observe_rt.errors import ObserveRtError
 
 log = logging.getLogger("observe_rt.cri")
+# Called after every RPC with (method, seconds, status code name): the metrics exporter.
+observers: list = []
+
+
+def _observe(method: str, seconds: float, code: str) -> None:
+    for observer in observers:
+        try:
+            observer(method, seconds, code)
+        except Exception:  # noqa: BLE001 - metrics must never fail a call
+            log.exception("RPC observer failed")
 
 
 def status_code(error: BaseException) -> grpc.StatusCode:
@@ -38,8 +48,11 @@ def unary(method):
                 log.exception("%s failed", method.__name__)
             else:
                 log.info("%s: %s: %s", method.__name__, code.name, error)
+            _observe(method.__name__, time.monotonic() - started, code.name)
             context.abort(code, str(error) or type(error).__name__)
-        log.debug("%s ok in %.1f ms", method.__name__, (time.monotonic() - started) * 1000)
+        seconds = time.monotonic() - started
+        _observe(method.__name__, seconds, "OK")
+        log.debug("%s ok in %.1f ms", method.__name__, seconds * 1000)
         return response
 
     return wrapper

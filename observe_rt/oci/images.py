@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +65,22 @@ class ImageService:
         self.docker_config = docker_config
         self.max_concurrent_downloads = max_concurrent_downloads
         self._gc = _SharedExclusiveLock()
+        self.on_pull = None  # (name, bytes, seconds, ok) after each pull: the metrics exporter
 
     # --- pull ---------------------------------------------------------------------------------
 
     def pull(self, name: str, auth_config: dict | None = None) -> ImageRecord:
         """Pull `name` (any docker-style reference) and return its record."""
+        started, record = time.monotonic(), None
+        try:
+            record = self._pull(name, auth_config)
+            return record
+        finally:
+            if self.on_pull is not None:
+                size = record.size if record else 0
+                self.on_pull(name, size, time.monotonic() - started, record is not None)
+
+    def _pull(self, name: str, auth_config: dict | None) -> ImageRecord:
         ref = parse_reference(name)
         client = self._client(auth_config)
         with self._gc.shared():

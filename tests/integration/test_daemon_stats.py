@@ -84,3 +84,17 @@ def test_stats_command(daemon):
     header, *rows = out.stdout.splitlines()
     assert header.split()[:3] == ["CONTAINER", "NAME", "CPU"]
     assert any(row.split()[1] == "idle" for row in rows)
+
+
+def test_runtime_metrics_count_calls_errors_and_pulls(daemon):
+    stub = daemon.runtime()
+    stub.Version(api_pb2.VersionRequest())
+    with pytest.raises(Exception):  # noqa: B017 - any RpcError: we only want it counted
+        stub.ContainerStatus(api_pb2.ContainerStatusRequest(container_id="nope"))
+    text = urllib.request.urlopen(metrics_url(daemon), timeout=10).read().decode()
+    assert re.search(
+        r'observe_rt_cri_request_duration_seconds_count\{method="Version"\} [1-9]', text
+    )
+    assert 'observe_rt_cri_request_errors_total{code="NOT_FOUND",method="ContainerStatus"}' in text
+    pulled = re.search(r"^observe_rt_image_pull_bytes_total ([0-9.e+]+)$", text, re.M)
+    assert pulled and float(pulled.group(1)) > 0  # the fixture pulled the test image
