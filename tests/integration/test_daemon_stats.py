@@ -98,3 +98,73 @@ def test_runtime_metrics_count_calls_errors_and_pulls(daemon):
     assert 'observe_rt_cri_request_errors_total{code="NOT_FOUND",method="ContainerStatus"}' in text
     pulled = re.search(r"^observe_rt_image_pull_bytes_total ([0-9.e+]+)$", text, re.M)
     assert pulled and float(pulled.group(1)) > 0  # the fixture pulled the test image
+
+
+def _working_set(daemon, cid) -> int:
+    """0 until the collector has sampled the container."""
+    request = api_pb2.ListContainerStatsRequest(filter=api_pb2.ContainerStatsFilter(id=cid))
+    found = daemon.runtime().ListContainerStats(request).stats
+    return found[0].memory.working_set_bytes.value if found else 0
+
+
+def _scrape(daemon) -> str:
+    return urllib.request.urlopen(metrics_url(daemon), timeout=10).read().decode()
+
+
+def _metric(text: str, name: str, container: str) -> float:
+    for row in text.splitlines():
+        if row.startswith(name + "{") and f'container="{container}"' in row:
+            return float(row.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_working_set_and_oom_events_of_real_containers(daemon):
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    # dd fills a 64 MiB buffer from /dev/zero, then blocks writing it to a pipe nobody reads:
+    # 64 MiB of anonymous memory, touched and held.
+    fill = "dd if=/dev/zero bs=64M count=1 2>/dev/null | sleep 300"
+    holder = start_container(daemon, pod_id, config, container_config(daemon, "holder", fill))
+    limit = api_pb2.LinuxContainerConfig(
+        resources=api_pb2.LinuxContainerResources(memory_limit_in_bytes=48 << 20)
+    )
+    survivor = container_config(daemon, "survivor", "tail /dev/zero; sleep 300", linux=limit)
+    start_container(daemon, pod_id, config, survivor)  # tail is OOM-killed, the shell lives on
+    deadline = time.monotonic() + 30
+    while _working_set(daemon, holder) < 64 << 20:
+        assert time.monotonic() < deadline, _working_set(daemon, holder)
+        time.sleep(0.5)
+    while _metric(_scrape(daemon), "container_oom_events_total", "survivor") < 1:
+        assert time.monotonic() < deadline, "container_oom_events_total did not move"
+        time.sleep(0.5)
+
+
+def test_pod_network_counters_count_bytes_between_pods(daemon):
+    """A client pod downloads 1 MB from a server pod: its eth0 receives at least that."""
+    stub = daemon.runtime()
+    server_config, client_config = pod_config(daemon), pod_config(daemon)
+    server_pod = run_pod(daemon, server_config)
+    serve = "mkdir /www; head -c 1000000 /dev/zero > /www/f; httpd -f -p 8080 -h /www"
+    start_container(daemon, server_pod, server_config,
+                    container_config(daemon, "web", serve))  # fmt: skip
+    status = stub.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=server_pod))
+    server_ip = status.status.network.ip
+    client_pod = run_pod(daemon, client_config)
+
+    def received() -> int | None:
+        """eth0's received bytes, or None until the collector has sampled the new pod."""
+        request = api_pb2.ListPodSandboxStatsRequest(
+            filter=api_pb2.PodSandboxStatsFilter(id=client_pod)
+        )
+        found = stub.ListPodSandboxStats(request).stats
+        return found[0].linux.network.default_interface.rx_bytes.value if found else None
+
+    deadline = time.monotonic() + 30
+    while (before := received()) is None:
+        assert time.monotonic() < deadline, "the new pod never showed up in stats"
+        time.sleep(0.3)
+    fetch = f"sleep 2; wget -O /dev/null http://{server_ip}:8080/f; sleep 300"
+    start_container(daemon, client_pod, client_config, container_config(daemon, "get", fetch))
+    while (received() or 0) - before < 1_000_000:
+        assert time.monotonic() < deadline, (before, received())
+        time.sleep(0.5)
