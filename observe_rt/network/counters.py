@@ -1,8 +1,10 @@
 """Interface counters of a pod's network namespace, for CRI NetworkUsage and cAdvisor series.
 
 /proc/<pid>/net/dev shows the namespace of that process, so the counters of a pod come from its
-shim's pid with one file read: no setns, no netlink socket. The parser takes text, so it is
-unit-tested on fixtures.
+shim's pid with one file read: no setns, no netlink socket (the collector's path each tick). A
+pinned namespace without a process is read over netlink with pyroute2 from a thread that has
+joined it (netlink sockets answer for the namespace they were opened in; nothing forks).
+The parser takes text, so it is unit-tested on fixtures.
 """
 
 from __future__ import annotations
@@ -46,13 +48,23 @@ def read_pid_counters(pid: int, proc_root: str = "/proc") -> dict[str, Interface
 
 
 def read_netns_counters(netns_path: str) -> dict[str, InterfaceCounters]:
-    """Counters of a pinned namespace with no process to read through (a setns'd thread)."""
+    """Counters of a pinned namespace with no process to read through: netlink, via pyroute2."""
+    return run_in_netns(netns_path, _netlink_counters)
 
-    def read() -> str:
-        with open("/proc/thread-self/net/dev") as f:
-            return f.read()
 
-    return parse_net_dev(run_in_netns(netns_path, read))
+def _netlink_counters() -> dict[str, InterfaceCounters]:
+    from pyroute2 import IPRoute
+
+    counters = {}
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name, stats = link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_STATS64") or {}
+            counters[name] = InterfaceCounters(
+                name, stats.get("rx_bytes", 0), stats.get("rx_packets", 0),
+                stats.get("rx_errors", 0), stats.get("rx_dropped", 0), stats.get("tx_bytes", 0),
+                stats.get("tx_packets", 0), stats.get("tx_errors", 0), stats.get("tx_dropped", 0),
+            )  # fmt: skip
+    return counters
 
 
 def default_interface(counters: dict[str, InterfaceCounters]) -> str | None:
