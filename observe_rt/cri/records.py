@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from observe_rt.cri.v1 import api_pb2
+from observe_rt.host.files import write_json_atomic
 
 
 @dataclass
@@ -90,12 +90,7 @@ class RecordStore:
 
     def save(self, record) -> None:
         with self.lock:
-            temp = self.dir / f".{record.id}.tmp"
-            with open(temp, "w") as f:
-                json.dump(asdict(record), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(temp, self.dir / f"{record.id}.json")
+            write_json_atomic(self.dir / f"{record.id}.json", asdict(record), mode=0o600)
             self.items[record.id] = record
 
     def delete(self, record_id: str) -> None:

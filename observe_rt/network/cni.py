@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from observe_rt.errors import FailedPrecondition, InvalidArgument
+from observe_rt.host.files import write_json_atomic
 from observe_rt.network.cni_config import (
     DEFAULT_CONF_DIR,
     CniConfig,
@@ -302,25 +302,8 @@ def _del_prev(config: CniConfig, result: Mapping | None) -> Mapping | None:
 
 
 def _write_json_atomic(path: str, data: Any) -> None:
-    """Replace `path` with `data`: a crash leaves the old file or the new one, never half."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    write_json_atomic(path, data, mode=0o600)
 
 
 def _unlink(path: str) -> None:

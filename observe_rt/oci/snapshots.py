@@ -37,7 +37,8 @@ from typing import BinaryIO, NamedTuple
 
 from observe_rt.errors import FailedPrecondition, InvalidArgument, NotFound
 from observe_rt.host import libc
-from observe_rt.oci.store import ContentStore, flocked, fsync_dir, try_flocked, write_json_atomic
+from observe_rt.host.files import fsync_dir, write_json_atomic
+from observe_rt.oci.store import ContentStore, flocked, try_flocked
 from observe_rt.oci.unpack import Limits, unpack_layer
 
 _MOUNT_DATA_MAX = 4096 - 1  # one page, NUL included

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from observe_rt.errors import InvalidArgument, NotFound, ObserveRtError
+from observe_rt.host.files import fsync_dir, write_json_atomic  # noqa: F401 - re-exported
 
 _HEX = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
 _COPY_CHUNK = 1 << 20
@@ -57,29 +58,6 @@ def parse_digest(digest: str) -> tuple[str, str]:
             f"invalid digest {digest!r}: want sha256:<64 lowercase hex> or sha512:<128 hex>"
         )
     return alg, hexpart
-
-
-def fsync_dir(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Replace `path` with `data` as JSON: a crash leaves the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from observe_rt.errors import NotFound, ObserveRtError
 from observe_rt.host import libc
+from observe_rt.host.files import write_json_atomic
 from observe_rt.pod.logs import CriLogWriter
 from observe_rt.runtime.executor import Executor
 from observe_rt.runtime.external import ExternalRuntime
@@ -41,15 +42,6 @@ from observe_rt.runtime.state import process_start_time
 
 _NS_FLAGS = {"network": libc.CLONE_NEWNET, "ipc": libc.CLONE_NEWIPC, "uts": libc.CLONE_NEWUTS}
 _NS_FILES = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    temp = path.with_suffix(".tmp")
-    with open(temp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(temp, path)
 
 
 class Container:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from observe_rt.errors import InvalidArgument, NotFound
+from observe_rt.host.files import write_json_atomic
 
 OCI_VERSION = "1.2.0"
 DEFAULT_ROOT = "/run/observe-rt/oci"
@@ -88,13 +89,7 @@ class StateRoot:
             raise NotFound(f"container {container_id} does not exist") from None
 
     def save(self, state: ContainerState) -> None:
-        directory = self.dir(state.id)
-        temp = os.path.join(directory, STATE_FILE + ".tmp")
-        with open(temp, "w") as f:
-            json.dump(state.__dict__, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(temp, os.path.join(directory, STATE_FILE))
+        write_json_atomic(os.path.join(self.dir(state.id), STATE_FILE), state.__dict__)
 
     @contextlib.contextmanager
     def locked(self, container_id: str) -> Iterator[None]:
