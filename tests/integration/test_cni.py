@@ -62,6 +62,8 @@ class SealedNet:
         self.bin_dir = tmp / "bin"
         self.bin_dir.mkdir()
         self.paths: list[str] = []
+        # Its own namespace directory: the runtime's /run/observe-rt/netns is left alone.
+        self.netns_dir = str(tmp / "netns")
         self.managers: list[tuple[CniManager, str]] = []
 
     def bridge_plugin(self) -> dict:
@@ -81,7 +83,7 @@ class SealedNet:
         return CniManager(str(conf_dir), bins, str(self.tmp / "cache"), timeout=30)
 
     def new_netns(self) -> str:
-        path = netns.netns_path(f"{self.name}-{len(self.paths)}")
+        path = netns.netns_path(f"{self.name}-{len(self.paths)}", self.netns_dir)
         self.paths.append(path)
         return netns.create_netns(path)
 
@@ -101,6 +103,7 @@ class SealedNet:
                 print(f"cleanup: teardown {pod_id}: {err}")
         for path in self.paths:
             netns.remove_netns(path)
+        run("umount", "-l", self.netns_dir, check=False)  # the directory's own shared mount
         run("ip", "link", "del", self.bridge, check=False)
 
 
@@ -216,7 +219,7 @@ def test_bind_netns_pins_the_namespace_of_a_process(net):
     try:
         own = os.stat("/proc/self/ns/net").st_ino
         assert wait_for(lambda: os.stat(f"/proc/{holder.pid}/ns/net").st_ino != own)
-        path = netns.netns_path(f"{net.name}-held")
+        path = netns.netns_path(f"{net.name}-held", net.netns_dir)
         net.paths.append(path)
         netns.bind_netns(holder.pid, path)
         assert os.stat(path).st_ino == os.stat(f"/proc/{holder.pid}/ns/net").st_ino
