@@ -116,11 +116,16 @@ class Executor:
                 _write_id_maps(init.pid, plan)
                 channel.send({"maps": True})
                 message = channel.receive()
-            pid = message["pid"]
+            # The intermediate's {"pid"} and the child's {"ready"} share the socket and may
+            # arrive in either order (a throttled cgroup can hold the intermediate back).
+            got = dict(message)
+            while "pid" not in got:
+                got.update(channel.receive())
+            undo.callback(_kill, got["pid"])
             init.wait()
-            undo.callback(_kill, pid)
-            channel.receive()  # {"ready": true}
-            return pid
+            while "ready" not in got:
+                got.update(channel.receive())
+            return got["pid"]
 
     # --- start, state, kill, delete ------------------------------------------------------------
 
