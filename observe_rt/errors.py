@@ -36,3 +36,9 @@ class Unavailable(ObserveRtError):
 
 class DeadlineExceeded(ObserveRtError):
     grpc_code = "DEADLINE_EXCEEDED"
+
+
+class Unimplemented(ObserveRtError):
+    """An optional CRI RPC this runtime does not offer."""
+
+    grpc_code = "UNIMPLEMENTED"

@@ -266,25 +266,15 @@ class Containers:
 
         return exec_sync(runtime, record.id, cmd, timeout)
 
-    def update_resources(self, record: ContainerRecord, resources) -> None:
+    def update_resources(self, record: ContainerRecord, cri_resources) -> None:
         """New cgroup limits for a running container (validated as at create)."""
-        from observe_rt.cri.container_security import resources as linux_resources
-        from observe_rt.runtime import cgroups
+        from observe_rt.cri import resources
 
         record = self.refresh(record)
         if record.state not in ("RUNNING", "CREATED"):
             raise errors.FailedPrecondition(f"container {record.id} is {record.state.lower()}")
         spec = json.loads((Path(record.bundle) / "config.json").read_text())
-        try:
-            oci = linux_resources(resources)
-            plan = cgroups.plan(oci, spec["linux"]["cgroupsPath"], cgroups.detect_layout(),
-                                record.id)  # fmt: skip
-        except ValueError as err:
-            raise errors.InvalidArgument(str(err)) from None
-        try:
-            cgroups.CgroupManager(plan).apply_writes()
-        except cgroups.CgroupError as err:  # e.g. a memory limit below what is in use
-            raise errors.FailedPrecondition(str(err)) from None
+        resources.apply(spec["linux"]["cgroupsPath"], record.id, cri_resources)
 
     def _kill_orphans(self, record: ContainerRecord) -> None:
         """Without its shim a container may still run, reparented to init: end it."""

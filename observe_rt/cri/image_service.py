@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import asdict
 
+from observe_rt.cri import streamed
 from observe_rt.cri.rpc import unary
 from observe_rt.cri.v1 import api_pb2, api_pb2_grpc
 from observe_rt.errors import InvalidArgument
@@ -26,6 +27,12 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         else:
             records = self.images.list()
         return api_pb2.ListImagesResponse(images=[self._image(r) for r in records])
+
+    def StreamImages(self, request, context):
+        listed = self.ListImages(streamed.list_request(api_pb2.ListImagesRequest, request), context)
+        yield from streamed.chunked(
+            listed.images, lambda part: api_pb2.StreamImagesResponse(images=part)
+        )
 
     @unary
     def ImageStatus(self, request, context):

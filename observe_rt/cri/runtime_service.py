@@ -2,8 +2,8 @@
 
 Each RPC is a few lines: check the request, call Sandboxes or Containers, convert records
 to messages (convert.py). Errors are raised as observe_rt.errors types and become status
-codes in rpc.unary. RPCs of later issues are left to the generated base class, which answers
-UNIMPLEMENTED.
+codes in rpc.unary. Every RPC of runtime.v1 is answered; CheckpointContainer, which this runtime
+does not offer, answers UNIMPLEMENTED with a message saying so.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import json
 
 from observe_rt import __version__, errors
-from observe_rt.cri import convert, stats
+from observe_rt.cri import convert, stats, streamed
 from observe_rt.cri.containers import Containers
 from observe_rt.cri.rpc import unary
 from observe_rt.cri.sandboxes import Sandboxes
@@ -179,6 +179,20 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self.containers.update_resources(record, request.linux)
         return api_pb2.UpdateContainerResourcesResponse()
 
+    @unary
+    def UpdatePodSandboxResources(self, request, context):
+        sandbox = self.sandboxes.get(request.pod_sandbox_id)
+        self.sandboxes.update_resources(sandbox, request.resources)
+        return api_pb2.UpdatePodSandboxResourcesResponse()
+
+    @unary
+    def CheckpointContainer(self, request, context):
+        self.containers.get(request.container_id)  # an unknown id is still NotFound
+        raise errors.Unimplemented(
+            "CheckpointContainer: observe-rt does not checkpoint containers (no CRIU support); "
+            "disable the kubelet's ContainerCheckpoint feature gate for this node"
+        )
+
     def GetContainerEvents(self, request, context):
         """Stream lifecycle events until the client goes away (each client has its own queue)."""
         subscription = self.containers.bus.subscribe()
@@ -252,3 +266,44 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def ReopenContainerLog(self, request, context):
         self.containers.reopen_log(self.containers.get(request.container_id))
         return api_pb2.ReopenContainerLogResponse()
+
+    # --- Stream* lists: the List RPC's answer in chunks (streamed.py) ---------------------------
+
+    def StreamPodSandboxes(self, request, context):
+        listed = self.ListPodSandbox(
+            streamed.list_request(api_pb2.ListPodSandboxRequest, request), context
+        )
+        yield from streamed.chunked(
+            listed.items, lambda part: api_pb2.StreamPodSandboxesResponse(pod_sandboxes=part)
+        )
+
+    def StreamContainers(self, request, context):
+        listed = self.ListContainers(
+            streamed.list_request(api_pb2.ListContainersRequest, request), context
+        )
+        yield from streamed.chunked(
+            listed.containers, lambda part: api_pb2.StreamContainersResponse(containers=part)
+        )
+
+    def StreamContainerStats(self, request, context):
+        listed = self.ListContainerStats(
+            streamed.list_request(api_pb2.ListContainerStatsRequest, request), context
+        )
+        yield from streamed.chunked(
+            listed.stats, lambda part: api_pb2.StreamContainerStatsResponse(container_stats=part)
+        )
+
+    def StreamPodSandboxStats(self, request, context):
+        listed = self.ListPodSandboxStats(
+            streamed.list_request(api_pb2.ListPodSandboxStatsRequest, request), context
+        )
+        yield from streamed.chunked(
+            listed.stats, lambda part: api_pb2.StreamPodSandboxStatsResponse(pod_sandbox_stats=part)
+        )
+
+    def StreamPodSandboxMetrics(self, request, context):
+        listed = self.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest(), context)
+        yield from streamed.chunked(
+            listed.pod_metrics,
+            lambda part: api_pb2.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=part),
+        )

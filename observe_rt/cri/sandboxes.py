@@ -155,6 +155,17 @@ class Sandboxes:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
 
+    def update_resources(self, record: SandboxRecord, cri_resources) -> None:
+        """New limits on the pod's cgroup (the sum its containers share)."""
+        from observe_rt.cri import resources
+
+        if record.state != "READY":
+            state = record.state.lower()
+            raise errors.FailedPrecondition(
+                f"pod sandbox {record.id} is {state}: its cgroup is gone, nothing to update"
+            )
+        resources.apply(record.cgroup_parent, record.id, cri_resources)
+
     # --- stop and remove ----------------------------------------------------------------------
 
     def stop(self, record: SandboxRecord) -> None:

@@ -12,7 +12,13 @@ import pytest
 
 from observe_rt.cri.v1 import api_pb2
 from tests.support.bundles import cgroup_dirs
-from tests.support.daemon import container_config, pod_config, run_pod, start_container
+from tests.support.daemon import (
+    container_config,
+    pod_config,
+    run_pod,
+    start_container,
+    status,
+)
 
 pytestmark = pytest.mark.root
 
@@ -85,6 +91,75 @@ def test_update_resources_reach_the_cgroup(daemon, running):
         daemon.runtime().UpdateContainerResources(
             api_pb2.UpdateContainerResourcesRequest(container_id=cid, linux=too_small))  # fmt: skip
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_update_cpuset_and_memory_below_usage(daemon):
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    # 48 MiB of touched anonymous memory (no swap here): a 16 MiB limit cannot be reclaimed.
+    hog = "head -c 50331648 /dev/zero | tr '\\0' x > /dev/shm/fill && sleep 300"
+    cid = start_container(daemon, pod_id, config, container_config(daemon, "hog", hog))
+    dirs = cgroup_dirs(daemon.cgroup_parent)
+    memory = next(d for d in _find(dirs, cid) if os.path.exists(f"{d}/memory.usage_in_bytes"))
+    _wait_for(lambda: int(_read(memory, "memory.usage_in_bytes")) > 48 << 20)
+    update = daemon.runtime().UpdateContainerResources
+    update(api_pb2.UpdateContainerResourcesRequest(
+        container_id=cid, linux=api_pb2.LinuxContainerResources(cpuset_cpus="0")))  # fmt: skip
+    assert "0" in [_read(d, "cpuset.cpus") for d in _find(dirs, cid)]
+    with pytest.raises(grpc.RpcError) as below:
+        update(api_pb2.UpdateContainerResourcesRequest(
+            container_id=cid,
+            linux=api_pb2.LinuxContainerResources(memory_limit_in_bytes=16 << 20)))  # fmt: skip
+    assert below.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "memory" in below.value.details()
+    assert status(daemon, cid).state == api_pb2.CONTAINER_RUNNING  # refused, not OOM-killed
+    assert str(16 << 20) not in [_read(d, "memory.limit_in_bytes") for d in _find(dirs, cid)]
+
+
+def test_pod_sandbox_resources_reach_the_pod_cgroup(daemon, running):
+    pod_id, _, _ = running
+    pod = api_pb2.LinuxContainerResources(cpu_quota=150000, cpu_period=100000,
+                                          memory_limit_in_bytes=512 << 20)  # fmt: skip
+    daemon.runtime().UpdatePodSandboxResources(
+        api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id=pod_id, resources=pod)
+    )
+    pod_dirs = [d for d in _find(cgroup_dirs(daemon.cgroup_parent), f"pod-{pod_id[:12]}")]
+    assert "150000" in [_read(d, "cpu.cfs_quota_us") for d in pod_dirs]
+    assert str(512 << 20) in [_read(d, "memory.limit_in_bytes") for d in pod_dirs]
+    for request, code in (
+        (api_pb2.UpdatePodSandboxResourcesRequest(pod_sandbox_id="nope"), "NOT_FOUND"),
+        (api_pb2.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod_id, resources=api_pb2.LinuxContainerResources(cpu_shares=-1)),
+         "INVALID_ARGUMENT"),
+    ):  # fmt: skip
+        with pytest.raises(grpc.RpcError) as bad:
+            daemon.runtime().UpdatePodSandboxResources(request)
+        assert bad.value.code().name == code
+
+
+def test_stream_lists_and_unimplemented_checkpoint(daemon, running):
+    pod_id, cid, _ = running
+    runtime = daemon.runtime()
+    pods = [p.id for part in runtime.StreamPodSandboxes(api_pb2.StreamPodSandboxesRequest())
+            for p in part.pod_sandboxes]  # fmt: skip
+    listed = [p.id for p in runtime.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items]
+    assert pod_id in pods and sorted(pods) == sorted(listed)
+    only = api_pb2.StreamContainersRequest(filter=api_pb2.ContainerFilter(id=cid))
+    assert [c.id for part in runtime.StreamContainers(only) for c in part.containers] == [cid]
+    images = [i.id for part in daemon.images().StreamImages(api_pb2.StreamImagesRequest())
+              for i in part.images]  # fmt: skip
+    assert images == [i.id for i in daemon.images().ListImages(api_pb2.ListImagesRequest()).images]
+    with pytest.raises(grpc.RpcError) as checkpoint:
+        runtime.CheckpointContainer(api_pb2.CheckpointContainerRequest(container_id=cid))
+    assert checkpoint.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "does not checkpoint" in checkpoint.value.details()
+
+
+def _wait_for(condition, timeout=30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
 
 
 def _read(directory: str, name: str) -> str:
