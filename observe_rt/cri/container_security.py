@@ -37,7 +37,7 @@ import stat
 
 from observe_rt.cri.passwd import resolve_in_rootfs
 from observe_rt.cri.v1 import api_pb2
-from observe_rt.runtime import seccomp
+from observe_rt.runtime import capabilities, seccomp
 from observe_rt.runtime.capabilities import CAP_NUMBER, CAPABILITIES, DEFAULT_CAPABILITIES
 from observe_rt.runtime.cgroups.resources import parse_resources
 from observe_rt.runtime.seccomp_default import runtime_default_profile
@@ -90,7 +90,7 @@ def capability_sets(sc: api_pb2.LinuxContainerSecurityContext, privileged: bool)
         if raw.upper() != "ALL":
             current.discard(_cap_name(raw, f"{where}.drop_capabilities[{i}]"))
     if privileged:
-        current = set(CAPABILITIES)
+        current = set(capabilities.held())
     ambient = {
         _cap_name(raw, f"{where}.add_ambient_capabilities[{i}]")
         for i, raw in enumerate(caps.add_ambient_capabilities)

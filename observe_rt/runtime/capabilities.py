@@ -37,6 +37,22 @@ def last_cap(proc: str = "/proc") -> int:
         return len(CAPABILITIES) - 1
 
 
+def held(proc: str = "/proc") -> tuple[str, ...]:
+    """The capabilities this process holds (CapEff): what a privileged container can get.
+
+    containerd gives privileged containers the runtime's own set, not every known name: a
+    runtime confined by its own bounding set (as in some VMs and nested containers) cannot
+    grant more, and asking for it fails the capset(2) in the container's init.
+    """
+    try:
+        with open(f"{proc}/self/status") as f:
+            line = next(line for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return CAPABILITIES
+    mask = int(line.split(":", 1)[1], 16)
+    return tuple(name for number, name in enumerate(CAPABILITIES) if mask >> number & 1)
+
+
 def to_mask(names: list[str], kernel_last_cap: int) -> int:
     """Bit mask of known capability names; ones newer than the kernel are dropped, as runc does."""
     mask = 0

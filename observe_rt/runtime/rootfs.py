@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 
 from observe_rt.host import libc
@@ -94,8 +95,14 @@ class Rootfs:
 
 
 def prepare(rootfs: str, propagation: int) -> Rootfs:
-    """Stop mount events leaking to the host, and make the rootfs a mount point for pivot_root."""
-    libc.mount(None, "/", None, libc.MS_SLAVE | libc.MS_REC)
+    """Set the tree's propagation, and make the rootfs a mount point for pivot_root.
+
+    By default every mount becomes a slave: host mounts still arrive, ours never leak out. A
+    bidirectional volume needs the tree shared instead (rootfsPropagation rshared), or its
+    bind would be a slave that cannot send events back to the host, as runc does.
+    """
+    libc.mount(None, "/", None, propagation or libc.MS_SLAVE | libc.MS_REC)
+    _make_parent_private(rootfs)
     libc.mount(rootfs, rootfs, None, libc.MS_BIND | libc.MS_REC)
     libc.mount(None, rootfs, None, libc.MS_PRIVATE)
     return Rootfs(rootfs)
@@ -302,11 +309,33 @@ def readonly_paths(root: Rootfs, paths: list[str]) -> None:
         _remount(root, path, libc.MS_BIND | libc.MS_RDONLY)
 
 
+def _make_parent_private(rootfs: str) -> None:
+    """pivot_root refuses a new root whose parent mount is shared: make that one mount private."""
+    path = os.path.realpath(rootfs)
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [_unescape_octal(line.split()[4]) for line in mountinfo]
+    parent = max((p for p in points if path == p or path.startswith(p.rstrip("/") + "/")), key=len)
+    libc.mount(None, parent, None, libc.MS_PRIVATE)
+
+
+def _unescape_octal(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def pivot(root: Rootfs, propagation: int, readonly: bool) -> None:
     """pivot_root into the rootfs and detach the host's tree from this mount namespace."""
-    os.fchdir(root.fd)
-    libc.pivot_root(".", ".")
-    libc.umount2(".", libc.MNT_DETACH)
+    old_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(root.fd)
+        libc.pivot_root(".", ".")
+        # The old root now sits on top of the new one. Step into it (a path "." would name the
+        # new root's mount, below), make it a slave so its unmount cannot reach the host even
+        # when the tree is shared (a bidirectional volume), then detach it, as runc does.
+        os.fchdir(old_root)
+        libc.mount(None, ".", None, libc.MS_SLAVE | libc.MS_REC)
+        libc.umount2(".", libc.MNT_DETACH)
+    finally:
+        os.close(old_root)
     os.chdir("/")
     os.close(root.fd)
     if propagation:

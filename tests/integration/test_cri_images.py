@@ -23,6 +23,7 @@ def registries(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cri-registry")
     with running_registry(tmp) as plain:
         images.push(images.busybox_image(), plain.url, "cri/busybox", "1")
+        images.push(images.busybox_image(), plain.url, "cri/busybox", "also")
         auth = htpasswd_auth(tmp, {"alice": "wonderland"})
         with running_registry(tmp, storage=plain.root, auth=auth) as basic:
             yield plain, basic
@@ -71,6 +72,19 @@ def test_pull_list_status_fsinfo_remove(registries, stub):
     assert list(stub.ListImages(api_pb2.ListImagesRequest()).images) == []
     stub.RemoveImage(api_pb2.RemoveImageRequest(image=spec(name)))  # idempotent
     assert not stub.ImageStatus(api_pb2.ImageStatusRequest(image=spec(name))).HasField("image")
+
+
+def test_remove_by_id_removes_every_tag(registries, stub):
+    plain, _ = registries
+    names = [f"{plain.host}/cri/busybox:1", f"{plain.host}/cri/busybox:also"]
+    ids = {stub.PullImage(api_pb2.PullImageRequest(image=spec(n))).image_ref for n in names}
+    assert len(ids) == 1  # one image, two tags
+    (listed,) = stub.ListImages(api_pb2.ListImagesRequest()).images
+    assert sorted(listed.repo_tags) == sorted(names)
+    stub.RemoveImage(api_pb2.RemoveImageRequest(image=spec(ids.pop())))
+    assert list(stub.ListImages(api_pb2.ListImagesRequest()).images) == []
+    for name in names:
+        assert not stub.ImageStatus(api_pb2.ImageStatusRequest(image=spec(name))).HasField("image")
 
 
 def test_pull_with_auth_config(registries, stub):

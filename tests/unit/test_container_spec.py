@@ -12,6 +12,7 @@ from observe_rt.cri import container_spec as cs
 from observe_rt.cri.passwd import ImageUsers, parse_group, parse_passwd, resolve_user
 from observe_rt.cri.v1 import api_pb2 as pb
 from observe_rt.errors import InvalidArgument
+from observe_rt.runtime import capabilities
 from observe_rt.runtime import spec as runtime_spec
 from observe_rt.runtime.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
 from observe_rt.runtime.seccomp_default import runtime_default_profile
@@ -435,10 +436,18 @@ def test_bad_devices(rootfs, device, message):
 # --- privileged, capabilities, paths, seccomp, AppArmor --------------------------------------
 
 
+def test_privileged_gets_the_capabilities_the_runtime_holds(tmp_path):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "status").write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")
+    held = capabilities.held(str(tmp_path))
+    assert "CAP_SYS_RESOURCE" not in held and "CAP_CHOWN" in held and "CAP_BPF" in held
+    assert len(held) == len(CAPABILITIES) - 1
+
+
 def test_privileged_container(rootfs):
     sc = SC(privileged=True, capabilities=pb.Capability(drop_capabilities=["ALL"]))
     spec = build(rootfs, container(sc=sc), sandbox(privileged=True))
-    assert spec["process"]["capabilities"]["bounding"] == list(CAPABILITIES)
+    assert spec["process"]["capabilities"]["bounding"] == list(capabilities.held())
     assert "seccomp" not in spec["linux"]
     assert spec["linux"]["maskedPaths"] == [] and spec["linux"]["readonlyPaths"] == []
     assert "ro" not in mount_at(spec, "/sys")["options"]
