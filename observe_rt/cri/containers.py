@@ -113,8 +113,9 @@ class Containers:
         (run / "bundle" / "config.json").write_text(json.dumps(spec))
         record.log_path = _log_path(sandbox_config.log_directory, config.log_path)
         reply = self.sandboxes.shim(sandbox).call(
-            "create", id=record.id, bundle=record.bundle, log_path=record.log_path
-        )
+            "create", id=record.id, bundle=record.bundle, log_path=record.log_path,
+            stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+        )  # fmt: skip
         undo.callback(self._delete_in_shim, sandbox, record.id)
         record.pid = reply["pid"]
         record.cgroup_id = _cgroup_id(spec["linux"]["cgroupsPath"], record.id)

@@ -7,7 +7,8 @@ that runtime handler), copies their stdout/stderr into CRI log files, and record
 on disk, so a daemon that was down still learns how each container ended.
 
     daemon ──JSON lines over <pod run dir>/shim.sock──> shim
-      hello | create | start | kill | delete | reopen_log | state | shutdown
+      hello | create | start | kill | delete | reopen_log | resize | state | shutdown
+      attach: after its reply the connection carries raw bytes for the container's stdin
 
     files it keeps in <pod run dir>:
       shim.json                   pid, start time, namespace paths       (written when ready)
@@ -32,10 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-from observe_rt.errors import NotFound, ObserveRtError
+from observe_rt.errors import FailedPrecondition, NotFound, ObserveRtError
 from observe_rt.host import libc
 from observe_rt.host.files import write_json_atomic
 from observe_rt.pod.logs import CriLogWriter
+from observe_rt.pod.stdio import ContainerStdio
 from observe_rt.runtime.executor import Executor
 from observe_rt.runtime.external import ExternalRuntime
 from observe_rt.runtime.state import process_start_time
@@ -47,12 +49,14 @@ _NS_FILES = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}
 class Container:
     """What the shim tracks for one container while it lives."""
 
-    def __init__(self, container_id: str, directory: Path, log: CriLogWriter | None) -> None:
+    def __init__(self, container_id: str, directory: Path, log: CriLogWriter | None,
+                 stdio: ContainerStdio) -> None:  # fmt: skip
         self.id = container_id
         self.dir = directory
         self.log = log
         self.pid = 0
-        self.pipes: dict[int, str] = {}  # read end fd -> "stdout" | "stderr"
+        self.stdio = stdio
+        self.pipes = stdio.outputs  # read end fd -> "stdout" | "stderr"
 
 
 class Shim:
@@ -142,7 +146,11 @@ class Shim:
             self.selector.unregister(conn)
             conn.close()
             return
-        reply = self.handle(json.loads(line))
+        request = json.loads(line)
+        if request.get("op") == "attach":
+            self._attach(conn, request)
+            return
+        reply = self.handle(request)
         try:
             conn.sendall(json.dumps(reply).encode() + b"\n")
         except OSError:
@@ -165,29 +173,27 @@ class Shim:
     def op_hello(self) -> dict:
         return {"pid": os.getpid()}
 
-    def op_create(self, id: str, bundle: str, log_path: str = "") -> dict:  # noqa: A002
+    def op_create(self, id: str, bundle: str, log_path: str = "", stdin: bool = False,  # noqa: A002
+                  stdin_once: bool = False, tty: bool = False) -> dict:  # fmt: skip
         directory = self.dir / "containers" / id
         directory.mkdir(parents=True, exist_ok=True)
         log = CriLogWriter(log_path) if log_path else None
-        container = Container(id, directory, log)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        stdio = ContainerStdio(stdin, stdin_once, tty)
+        container = Container(id, directory, log, stdio)
         try:
-            state = self.executor.create(id, bundle, stdio=(null, out_w, err_w))
+            state = self.executor.create(id, bundle, stdio=stdio.open())
         except BaseException:
-            for fd in (out_r, err_r):
+            stdio.close()
+            for fd in list(stdio.outputs):
                 os.close(fd)
             if log:
                 log.close()
             raise
         finally:
-            for fd in (null, out_w, err_w):
-                os.close(fd)
+            stdio.close_container_ends()
         container.pid = state.pid
-        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+        for fd in container.pipes:
             os.set_blocking(fd, False)
-            container.pipes[fd] = stream
             self.selector.register(fd, selectors.EVENT_READ, ("output", container))
         self.containers[id] = container
         self.by_pid[state.pid] = container
@@ -220,6 +226,32 @@ class Shim:
         container.log.reopen()
         return {}
 
+    def op_resize(self, id: str, width: int, height: int) -> dict:  # noqa: A002
+        try:
+            self._container(id).stdio.resize(int(width), int(height))
+        except ValueError as err:
+            raise FailedPrecondition(f"container {id}: {err}") from None
+        return {}
+
+    def _attach(self, conn: socket.socket, request: dict) -> None:
+        """Hand the connection to a stdin feeder once the daemon heard "ok"."""
+        container = self.containers.get(request.get("id", ""))
+        if container is None or container.stdio.stdin_fd is None:
+            why = "is not in this pod's shim" if container is None else "has no open stdin"
+            reply = {"error": f"container {request.get('id')} {why}", "code": "FAILED_PRECONDITION"}
+        else:
+            reply = {"ok": True}
+        self.selector.unregister(conn)
+        try:
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            reply = {}
+        if reply.get("ok"):
+            conn.settimeout(None)
+            container.stdio.feed(conn)
+        else:
+            conn.close()
+
     def op_state(self) -> dict:
         return {"containers": {c.id: {"pid": c.pid} for c in self.containers.values()}}
 
@@ -241,6 +273,10 @@ class Shim:
             data = os.read(fd, 65536)
         except BlockingIOError:
             return False
+        except OSError as err:  # a pty whose every slave is closed answers EIO, not EOF
+            if err.errno != errno.EIO:
+                raise
+            data = b""
         if not data:
             self.selector.unregister(fd)
             os.close(fd)
@@ -259,6 +295,7 @@ class Shim:
                 pass
 
     def _close_pipes(self, container: Container) -> None:
+        container.stdio.close()
         self._drain_output(container)
         for fd in list(container.pipes):
             if fd in container.pipes:

@@ -102,6 +102,28 @@ class ShimClient:
             raise _error(answer.get("code", "INTERNAL"), answer["error"])
         return answer
 
+    def attach_stdin(self, container_id: str) -> socket.socket:
+        """A connection whose bytes the shim writes to the container's stdin (close: done)."""
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(10)
+            conn.connect(str(self.socket_path))
+            conn.sendall(json.dumps({"op": "attach", "id": container_id}).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):  # byte by byte: nothing after the line is ours
+                if not (byte := conn.recv(1)):
+                    raise ConnectionResetError("it closed the connection during attach")
+                reply += byte
+        except OSError as err:
+            conn.close()
+            raise ShimGone(f"pod shim in {self.dir} is not reachable ({err})") from None
+        answer = json.loads(reply)
+        if "error" in answer:
+            conn.close()
+            raise _error(answer.get("code", "INTERNAL"), answer["error"])
+        conn.settimeout(None)
+        return conn
+
     def wait_gone(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while self.alive():

@@ -53,10 +53,17 @@ class Executor:
         pid_file: str | None = None,
         stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     ) -> ContainerState:
-        """Create the container; `stdio` are the workload's fds 0, 1, 2 (None: inherit ours)."""
+        """Create the container; `stdio` are the workload's fds 0, 1, 2 (None: inherit ours).
+
+        A process.terminal container needs a terminal as stdin: the pod shim passes the slave
+        of a pty it holds (there is no --console-socket), and init makes it the controlling one.
+        """
         directory = self.states.dir(container_id)
         config = spec.load_bundle(bundle)
         plan = spec.build_plan(config, bundle, container_id)
+        if plan["process"]["terminal"] and not (stdio[0] is not None and os.isatty(stdio[0])):
+            raise InvalidArgument("process.terminal: needs a terminal as stdin (the pod shim "
+                                  "gives one); --console-socket is not supported")  # fmt: skip
         linux = config.get("linux") or {}
         try:
             cgroup_plan = cgroups.plan(

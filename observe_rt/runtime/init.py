@@ -133,6 +133,9 @@ def container_init(plan: dict, channel: Channel) -> None:
     lsm.set_exec_labels(process["apparmor_profile"], process["selinux_label"])
     for number, soft, hard in process["rlimits"]:
         resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
+    if process["terminal"]:  # a session of its own, with the pty on fd 0 as its terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     lock_down(plan)
     channel.send(ready=True)
     channel.sock.close()

@@ -231,8 +231,6 @@ def _process(process: dict) -> dict:
     args = process.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise ValueError("process.args: must be a non-empty list of strings")
-    if process.get("terminal"):
-        raise ValueError("process.terminal: a console (--console-socket) is not supported yet")
     cwd = process.get("cwd") or "/"
     if not os.path.isabs(cwd):
         raise ValueError(f"process.cwd: must be an absolute path, got {cwd!r}")
@@ -244,6 +242,7 @@ def _process(process: dict) -> dict:
     umask = user.get("umask")
     return {
         "args": args,
+        "terminal": bool(process.get("terminal", False)),
         "env": env,
         "cwd": cwd,
         "uid": _int(user.get("uid", 0), "process.user.uid", minimum=0),

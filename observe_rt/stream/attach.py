@@ -3,19 +3,22 @@
 The pod shim owns the container's stdio and writes it to the CRI log
 (`<RFC3339Nano> stdout|stderr P|F <text>`); attach streams what is written from the moment it
 connects, on channel 1 (stdout) and 2 (stderr; 1 as well with a tty), until the container
-exits or the client goes away. Attaching to stdin is not supported yet: the shim does not keep
-a stdin pipe, and the RPC refuses such requests before a URL is handed out.
+exits or the client goes away. With stdin (the container was created with stdin), channel 0
+goes to the shim, which writes it to the container's stdin (pod/stdio.py); channel 4 resizes
+the container's terminal; the v5 close signal for channel 0 ends stdin for this session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 
-from observe_rt.stream.remotecommand import STDERR, STDOUT, finish, status
+from observe_rt.errors import ObserveRtError
+from observe_rt.stream.remotecommand import STDERR, STDOUT, dispatch_input, finish, status
 from observe_rt.stream.websocket import ConnectionClosed, WebSocket
 
 POLL = 0.1
@@ -32,11 +35,32 @@ def parse_line(line: bytes) -> tuple[int, bytes] | None:
     return (STDOUT if parts[1] == b"stdout" else STDERR), text
 
 
+class AttachInput:
+    """What the client's input channels drive: the shim's stdin connection, and resizes."""
+
+    tty = False
+
+    def __init__(self, sink: socket.socket | None, resize: Callable[[int, int], None]) -> None:
+        self.sink = sink
+        self.stdin = sink.fileno() if sink else None
+        self._resize = resize
+
+    def resize(self, width: int, height: int) -> None:
+        with contextlib.suppress(ObserveRtError):  # no terminal, or the container is gone
+            self._resize(width, height)
+
+    def close_stdin(self) -> None:
+        """This session is done with stdin (the shim decides what stdin_once means)."""
+        if self.sink is not None:
+            self.sink.close()
+            self.sink, self.stdin = None, None
+
+
 def run_attach(ws: WebSocket, log_path: str, running: Callable[[], bool],
-               want: set[int], tty: bool) -> None:  # fmt: skip
+               want: set[int], tty: bool, inputs: AttachInput) -> None:  # fmt: skip
     """Stream new log lines of the wanted channels until the container stops."""
     gone = threading.Event()
-    reader = threading.Thread(target=_watch_client, args=(ws, gone), daemon=True,
+    reader = threading.Thread(target=_watch_client, args=(ws, gone, inputs), daemon=True,
                               name="stream-attach")  # fmt: skip
     reader.start()
     try:
@@ -48,6 +72,7 @@ def run_attach(ws: WebSocket, log_path: str, running: Callable[[], bool],
                 ws.send(bytes([3]) + status(0))
     finally:
         finish(ws, reader)
+        inputs.close_stdin()
 
 
 def _follow(ws, log, running, want, tty, gone) -> None:
@@ -74,9 +99,12 @@ def _follow(ws, log, running, want, tty, gone) -> None:
                 return
 
 
-def _watch_client(ws: WebSocket, gone: threading.Event) -> None:
-    """Attach has no stdin: read only to notice close frames and disconnects."""
+def _watch_client(ws: WebSocket, gone: threading.Event, inputs: AttachInput) -> None:
+    """Forward stdin and resizes until the client closes or goes away."""
     with contextlib.suppress(ConnectionClosed):
         while True:
-            ws.receive()
+            _, message = ws.receive()
+            if message:
+                dispatch_input(message[0], message[1:], inputs)
     gone.set()
+    inputs.close_stdin()

@@ -31,10 +31,12 @@ class CriStreams:
 
     def attach_url(self, request) -> str:
         _check_streams(request)
-        if request.stdin:
-            raise errors.InvalidArgument("Attach with stdin is not supported yet by observe-rt "
-                                         "(stdout and stderr are)")  # fmt: skip
         record = self._running(request.container_id)
+        if request.stdin and not record.config.stdin:
+            raise errors.FailedPrecondition(
+                f"container {record.id} was created without stdin (ContainerConfig.stdin): "
+                "there is none to attach"
+            )
         if not record.log_path:
             raise errors.FailedPrecondition(f"container {record.id} has no log file to attach to")
         return self.server.url("attach", request)
@@ -95,7 +97,18 @@ class CriStreams:
             except errors.NotFound:
                 return False
 
-        attach.run_attach(ws, record.log_path, running, want, request.tty)
+        shim = self.sandboxes.shim(self.sandboxes.get(record.sandbox_id))
+        try:
+            sink = shim.attach_stdin(record.id) if request.stdin else None
+        except errors.ObserveRtError as err:
+            remotecommand.send_error(ws, f"attach failed: {err}")
+            return
+
+        def resize(width: int, height: int) -> None:
+            shim.call("resize", id=record.id, width=width, height=height, timeout=5)
+
+        inputs = attach.AttachInput(sink, resize)
+        attach.run_attach(ws, record.log_path, running, want, request.tty, inputs)
 
     def _portforward(self, request, ws: WebSocket, query: dict) -> None:
         try:

@@ -140,10 +140,11 @@ def _pump_input(ws: WebSocket, process: ExecProcess, done: threading.Event) -> N
                 process.kill()  # the client went away mid-stream: nothing may be left behind
             return
         if message:
-            _dispatch(message[0], message[1:], process)
+            dispatch_input(message[0], message[1:], process)
 
 
-def _dispatch(channel: int, payload: bytes, process: ExecProcess) -> None:
+def dispatch_input(channel: int, payload: bytes, process) -> None:
+    """A client message for stdin, resize or close, to an exec'd process or an attach session."""
     if channel == STDIN and payload and process.stdin is not None:
         try:
             while payload:

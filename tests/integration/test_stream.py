@@ -14,7 +14,14 @@ import pytest
 
 from observe_rt.cri.v1 import api_pb2
 from observe_rt.stream.websocket import ConnectionClosed, HandshakeError, connect
-from tests.support.daemon import container_config, pod_config, run_pod, start_container
+from tests.support.daemon import (
+    container_config,
+    log_text,
+    pod_config,
+    run_pod,
+    start_container,
+    wait_exited,
+)
 
 pytestmark = pytest.mark.root
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
@@ -133,7 +140,7 @@ def test_port_forward_into_the_pods_netns(daemon, pod):
     assert b"refused" in out[1]
 
 
-def test_attach_streams_new_output_and_refuses_stdin(daemon, pod):
+def test_attach_streams_new_output_and_refuses_stdin_it_lacks(daemon, pod):
     _, cid, _ = pod
     request = api_pb2.AttachRequest(container_id=cid, stdout=True, stderr=True)
     ws, _ = connect(daemon.runtime().Attach(request, timeout=30).url, [V5, V4])
@@ -142,9 +149,63 @@ def test_attach_streams_new_output_and_refuses_stdin(daemon, pod):
     assert message == b"\x01tick\n"
     ws.close()
     ws.sock.close()
-    with pytest.raises(grpc.RpcError) as err:
+    with pytest.raises(grpc.RpcError) as err:  # created without ContainerConfig.stdin
         daemon.runtime().Attach(api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stdin" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "stdin" in err.value.details()
+
+
+def _shell(daemon, tty: bool) -> tuple[str, str]:
+    """A pod running a bare `sh` that reads its commands from stdin (as `kubectl run -i`)."""
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    shell = container_config(daemon, "shell", "", stdin=True, stdin_once=True, tty=tty)
+    shell.command[:], shell.args[:] = ["sh"], []
+    return pod_id, start_container(daemon, pod_id, config, shell)
+
+
+def _attach(daemon, cid: str, tty: bool):
+    request = api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=not tty,
+                                    tty=tty)  # fmt: skip
+    ws, _ = connect(daemon.runtime().Attach(request, timeout=30).url, [V5])
+    ws.sock.settimeout(15)
+    return ws
+
+
+def _read_until(ws, wanted: bytes) -> bytes:
+    seen = b""
+    while wanted not in seen:
+        _, message = ws.receive()
+        if message and message[0] in (1, 2):
+            seen += message[1:]
+    return seen
+
+
+def test_attach_to_a_running_shell_with_stdin(daemon):
+    _, cid = _shell(daemon, tty=False)
+    ws = _attach(daemon, cid, tty=False)
+    ws.send(b"\x00echo hello-$((6 * 7))\n")
+    assert b"hello-42" in _read_until(ws, b"hello-42")
+    ws.send(b"\x00echo oops >&2\n")
+    assert b"oops" in _read_until(ws, b"oops")
+    ws.send(b"\xff\x00")  # v5: done with stdin; stdin_once closes it, so sh reads EOF and ends
+    out = collect(ws)
+    assert json.loads(out[3])["status"] == "Success"
+    status = wait_exited(daemon, cid)
+    assert status.exit_code == 0
+    assert "hello-42" in log_text(status.log_path)
+
+
+def test_attach_with_a_terminal_resize_and_exit_code(daemon):
+    _, cid = _shell(daemon, tty=True)
+    ws = _attach(daemon, cid, tty=True)
+    ws.send(b"\x04" + json.dumps({"Width": 120, "Height": 33}).encode())
+    ws.send(b"\x00stty size; test -t 0 && echo terminal; echo done-$((1 + 1))\n")
+    seen = _read_until(ws, b"done-2").decode()
+    assert "33 120" in seen and "terminal\n" in seen, seen
+    ws.send(b"\x00exit 3\n")
+    collect(ws)
+    assert wait_exited(daemon, cid).exit_code == 3
 
 
 def test_client_disconnect_leaves_nothing_behind(daemon, pod):

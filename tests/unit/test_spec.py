@@ -60,7 +60,6 @@ def test_default_spec_plan(bundle):
         (lambda s: s["linux"].__setitem__("namespaces", [{"type": "mount"}]), "hostname"),
         (lambda s: s["linux"]["namespaces"].append({"type": "user"}), "linux.uidMappings"),
         (lambda s: s["linux"].__setitem__("rootfsPropagation", "sideways"), "rootfsPropagation"),
-        (lambda s: s["process"].__setitem__("terminal", True), "process.terminal"),
         (lambda s: s.pop("process"), "process: required"),
     ],
 )  # fmt: skip
