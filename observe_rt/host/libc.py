@@ -48,6 +48,7 @@ MNT_DETACH = 2
 
 # prctl options (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
@@ -124,6 +125,12 @@ def setdomainname(name: str) -> None:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
     return _check(_libc.prctl(option, *args), f"prctl({option})")
+
+
+def set_thread_name(name: str) -> None:
+    """The calling thread's name in /proc/<pid>/task/<tid>/comm (15 bytes), for top -H and ps."""
+    raw = ctypes.create_string_buffer(name.encode()[:15])
+    _libc.prctl(PR_SET_NAME, raw, 0, 0, 0)
 
 
 class _OpenHow(ctypes.Structure):

@@ -54,8 +54,11 @@ class ExecProcess:
         self.stdin = None
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        """The command's whole session; the command itself too, in case it has not yet called
+        setsid (a client can leave within a millisecond of the start)."""
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(self.pid, signal.SIGKILL)
 
     def exit_code(self) -> int | None:
         """The command's exit code once the helper reported it (blocks); None if it died."""

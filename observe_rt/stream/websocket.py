@@ -17,6 +17,7 @@ import threading
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 MAX_MESSAGE = 16 << 20
 
 
@@ -104,6 +105,11 @@ class WebSocket:
 
     def _read_frame(self) -> tuple[bool, int, bytes]:
         b0, b1 = self._read_exact(2)
+        # No extension is negotiated, so reserved bits and opcodes are errors; a client's frames
+        # must be masked. Refuse at once rather than wait for a length that may never come.
+        if b0 & 0x70 or b0 & 0x0F not in _OPCODES or (not self.client and not b1 & 0x80):
+            self.close(1002, "protocol error")
+            raise ConnectionClosed(f"protocol error: frame header {b0:#04x} {b1:#04x}")
         length = b1 & 0x7F
         if length == 126:
             length = struct.unpack("!H", self._read_exact(2))[0]

@@ -227,14 +227,102 @@ def test_client_disconnect_leaves_nothing_behind(daemon, pod):
     assert _no_more(_resources(pid), before), (_resources(pid), before)
 
 
+def test_a_hundred_bad_calls_leave_nothing_behind(daemon, pod):
+    """Ten kinds of bad call, ten of each: clear errors, and the daemon holds no more fds,
+    threads or children afterwards than before."""
+    pod_id, cid, config = pod
+    _wait_for_httpd(daemon, cid)
+    stopped = start_container(daemon, pod_id, config, container_config(daemon, "done", "true"))
+    wait_exited(daemon, stopped)
+    runtime = daemon.runtime()
+    base = exec_url(daemon, cid, ["true"], stdin=False).rsplit("/", 2)[0]
+    host, port = base.removeprefix("http://").split(":")
+    pid = daemon.process.pid
+
+    def rpc_error(call, request) -> str:
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=30)
+        assert err.value.details(), "an error must say why"
+        return err.value.code().name
+
+    def refused_handshake(url) -> int:
+        with pytest.raises(HandshakeError) as err:
+            connect(url, [V5])
+        return err.value.status
+
+    def garbage_request() -> bytes:
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(4096):
+                answer += chunk
+            return answer
+
+    def bad_frames() -> None:
+        ws, _ = connect(exec_url(daemon, cid, ["sleep", "1000"]), [V5])
+        ws.sock.sendall(b"\xff\xff\xff\xff")  # reserved bits and opcode: not a frame
+        collect(ws, timeout=15)
+
+    def leave_mid_stream(url, protocol=V5) -> None:
+        ws, _ = connect(url, [protocol])
+        time.sleep(0.1)
+        ws.sock.close()
+
+    exec_stopped = api_pb2.ExecRequest(container_id=stopped, cmd=["true"], stdout=True)
+    sync_stopped = api_pb2.ExecSyncRequest(container_id=stopped, cmd=["true"], timeout=5)
+    attach_unknown = api_pb2.AttachRequest(container_id="nope", stdout=True)
+    forward_unknown = api_pb2.PortForwardRequest(pod_sandbox_id="nope", port=[80])
+    forward_closed = api_pb2.PortForwardRequest(pod_sandbox_id=pod_id, port=[9])
+    attach = api_pb2.AttachRequest(container_id=cid, stdout=True)
+
+    def ten_bad_calls() -> None:
+        assert rpc_error(runtime.ExecSync, sync_stopped) == "FAILED_PRECONDITION"
+        assert rpc_error(runtime.Exec, exec_stopped) == "FAILED_PRECONDITION"
+        assert rpc_error(runtime.Attach, attach_unknown) == "NOT_FOUND"
+        assert rpc_error(runtime.PortForward, forward_unknown) == "NOT_FOUND"
+        assert refused_handshake(f"{base}/exec/bogus-token") == 404
+        assert b"Error code: 400" in garbage_request()
+        bad_frames()
+        leave_mid_stream(exec_url(daemon, cid, ["sleep", "1000"]))
+        leave_mid_stream(runtime.Attach(attach, timeout=30).url)
+        ws, _ = connect(runtime.PortForward(forward_closed, timeout=30).url + "?port=9", [V4])
+        assert b"refused" in collect(ws)[1]
+
+    ten_bad_calls()  # warm-up: pools (gRPC workers, the streaming server's) reach their size
+    _wait_for(lambda: "sleep 1000" not in _exec_sync(daemon, cid, ["ps", "-o", "args"]))
+    before = _resources(pid)
+    for _ in range(10):
+        ten_bad_calls()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
+        if "sleep 1000" not in ps and _no_more(_resources(pid), before):
+            break
+        time.sleep(0.5)
+    assert "sleep 1000" not in ps
+    assert _no_more(_resources(pid), before), (_resources(pid), before)
+    assert runtime.Version(api_pb2.VersionRequest()).runtime_name == "observe-rt"  # still serving
+
+
 def _resources(pid: int) -> tuple[int, int, int]:
-    """Open fds, threads and child processes of the daemon."""
+    """Open fds, threads (bar the gRPC pool's) and child processes of the daemon."""
     children = 0
     for entry in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{entry}/stat").read_text()
             children += int(stat.rsplit(")", 1)[1].split()[1]) == pid
-    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task")), children
+    threads = 0
+    for task in os.listdir(f"/proc/{pid}/task"):  # the gRPC pool may grow to its size: not a leak
+        with contextlib.suppress(OSError):
+            threads += Path(f"/proc/{pid}/task/{task}/comm").read_text().strip() != "cri-worker"
+    return len(os.listdir(f"/proc/{pid}/fd")), threads, children
+
+
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.5)
 
 
 def _no_more(now: tuple, before: tuple) -> bool:

@@ -52,6 +52,21 @@ def test_fragments_are_joined_ping_answered_and_close_raises():
         assert server.closed
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b"\xff\xff", b"\xc2\x80", b"\x83\x80", b"\x82\x05"],  # RSV, RSV1, opcode 3, unmasked
+)
+def test_malformed_frames_are_refused_at_once(header):
+    a, b = socket.socketpair()
+    with a, b:
+        b.settimeout(5)
+        server = WebSocket(b)
+        a.sendall(header)  # and nothing more: the server must not wait for the rest
+        with pytest.raises(ConnectionClosed, match="protocol error"):
+            server.receive()
+        assert a.recv(64) == encode_frame(0x8, b"\x03\xeaprotocol error")  # close 1002
+
+
 def test_tokens_work_once_and_expire():
     now = [0.0]
     cache = TokenCache(ttl=60, max_entries=3, clock=lambda: now[0])
