@@ -17,8 +17,14 @@
  *                a bounded map had no room for a new key. Userspace sums the CPUs and reports
  *                it as observe_rt_probe_events_lost_total{probe}; nothing is dropped silently.
  *
- * Build flags (-D, set by the loader): USE_RINGBUF (else perf buffers), MAX_TRACKED, and each
- * probe's own sizes (see the probe files).
+ * Build flags (-D, set by the loader): USE_RINGBUF (else perf buffers), MAX_TRACKED, each
+ * probe's own sizes (see the probe files), and PIN_DIR.
+ *
+ * Pinning: with PIN_DIR (a directory on bpffs) the maps that hold cumulative state (tracked,
+ * lost_events, and the probes' counters declared with COUNTER_MAP) are pinned there and reused
+ * by the next load, so a restarted daemon resumes every counter where the kernel left it
+ * instead of starting from zero. Only counting stops while no daemon runs (the programs go with
+ * it); nothing is counted twice.
  */
 #ifndef OBSERVE_RT_COMMON_H
 #define OBSERVE_RT_COMMON_H
@@ -34,8 +40,16 @@
 #define PROBE_PROCESS 3
 #define PROBE_COUNT 4
 
-BPF_HASH(tracked, u64, u8, MAX_TRACKED);
-BPF_PERCPU_ARRAY(lost_events, u64, PROBE_COUNT);
+#ifdef PIN_DIR
+#define ORT_NAME(name) #name
+#define COUNTER_MAP(type, key, leaf, name, max) \
+    BPF_TABLE_PINNED(type, key, leaf, name, max, PIN_DIR "/" ORT_NAME(name))
+#else
+#define COUNTER_MAP(type, key, leaf, name, max) BPF_TABLE(type, key, leaf, name, max)
+#endif
+
+COUNTER_MAP("hash", u64, u8, tracked, MAX_TRACKED);
+COUNTER_MAP("percpu_array", int, u64, lost_events, PROBE_COUNT);
 
 static __always_inline int is_tracked(u64 cgroup_id)
 {

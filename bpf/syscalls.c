@@ -74,8 +74,8 @@ struct sc_inflight {
     u32 pad;
 };
 
-BPF_HASH(sc_stats, struct sc_key, struct sc_stats, SC_MAX_KEYS);
-BPF_HASH(sc_errors, struct sc_err_key, u64, SC_MAX_KEYS);
+COUNTER_MAP("hash", struct sc_key, struct sc_stats, sc_stats, SC_MAX_KEYS);
+COUNTER_MAP("hash", struct sc_err_key, u64, sc_errors, SC_MAX_KEYS);
 BPF_TABLE("lru_hash", u32, struct sc_inflight, sc_start, SC_MAX_INFLIGHT);
 
 /* Out of line from the hot path: zeroing the 280-byte value is only needed once per key. */

@@ -111,7 +111,7 @@ struct tcp_totals {
 
 BPF_TABLE("lru_hash", u64, struct tcp_flow, tcp_flows, TCP_MAX_FLOWS);
 BPF_TABLE("lru_hash", u64, u64, tcp_accepted, TCP_MAX_ACCEPTED);
-BPF_HASH(tcp_totals, u64, struct tcp_totals, MAX_TRACKED);
+COUNTER_MAP("hash", u64, struct tcp_totals, tcp_totals, MAX_TRACKED);
 #ifdef USE_RINGBUF
 BPF_RINGBUF_OUTPUT(tcp_events, TCP_RINGBUF_PAGES);
 #else

@@ -11,6 +11,8 @@ registry_hosts_dir = "/etc/observe-rt/certs.d"
 policy = "/etc/observe-rt/policy.json"
 cgroup_parent = "/observe-rt"          # pods without a CRI cgroup_parent go below this
 log_level = "info"
+probes = true                          # eBPF probes (bcc); false: off, the runtime runs the same
+bpf_pin_dir = "/sys/fs/bpf/observe-rt" # probe counters pinned here resume after a restart ("": off)
 
 [runtime_handlers]                     # CRI runtime_handler -> OCI runtime binary
 runc = "/usr/sbin/runc"                # "" (the default handler) is the built-in executor
@@ -43,6 +45,7 @@ class DaemonConfig:
     metrics_address: str = "127.0.0.1:9464"
     stats_interval: float = 1.0
     probes: bool = True
+    bpf_pin_dir: str = "/sys/fs/bpf/observe-rt"
     runtime_handlers: dict[str, str] = field(default_factory=dict)
 
     @property

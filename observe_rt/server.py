@@ -100,7 +100,7 @@ def _start_probes(cfg: DaemonConfig):
         return None
     from observe_rt.probes.manager import ProbeManager
 
-    probes = ProbeManager()
+    probes = ProbeManager(pin_dir=cfg.bpf_pin_dir or None)
     status = probes.start()
     if status.available:
         up = [p.name for p in status.probes if p.up]
@@ -111,10 +111,13 @@ def _start_probes(cfg: DaemonConfig):
 
 
 def _track_running(containers, probes) -> None:
-    """After a restart the probes start empty: track every container that still runs."""
+    """After a restart: track every container that still runs, and drop what pinned maps
+    still hold for containers that went while no daemon ran."""
     for record in containers.store.all():
         if record.cgroup_id and record.state in ("CREATED", "RUNNING"):
             probes.track(record.cgroup_id)
+    if forgotten := probes.forget_others():
+        log.info("dropped pinned probe state of %d containers that are gone", forgotten)
 
 
 def _name_worker() -> None:

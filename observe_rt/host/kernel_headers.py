@@ -272,3 +272,22 @@ def ensure_tracefs(root: Path = Path("/")) -> str | None:
         return None
     libc.mount("tracefs", str(target), "tracefs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     return f"mounted tracefs at {target}"
+
+
+BPFFS = Path("/sys/fs/bpf")
+
+
+def ensure_bpffs(pin_dir: Path, mount_point: Path = BPFFS) -> str | None:
+    """Mount bpffs at /sys/fs/bpf when it is not there (systemd does it on most hosts), and
+    make `pin_dir` on it. Returns what was mounted (None when nothing was); raises OSError."""
+    from observe_rt.host import libc
+
+    done = None
+    with open("/proc/self/mounts") as mounts:
+        mounted = any(f[1] == str(mount_point) and f[2] == "bpf" for f in map(str.split, mounts))
+    if not mounted:
+        mount_point.mkdir(parents=True, exist_ok=True)
+        libc.mount("bpf", str(mount_point), "bpf", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        done = f"mounted bpffs at {mount_point}"
+    Path(pin_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return done

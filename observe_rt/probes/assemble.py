@@ -48,12 +48,15 @@ def program_text(pairs: Iterable[tuple[ProbeSpec, ProbePlan]], bpf_dir: Path) ->
 
 
 def cflags(
-    plans: Iterable[ProbePlan], ringbuf: bool, bpf_dir: Path, sizes: dict[str, int]
-) -> list[str]:
-    """-D flags: the plans' feature macros, USE_RINGBUF, and map sizes."""
+    plans: Iterable[ProbePlan], ringbuf: bool, bpf_dir: Path, sizes: dict[str, int],
+    pin_dir: Path | None = None,
+) -> list[str]:  # fmt: skip
+    """-D flags: the plans' feature macros, USE_RINGBUF, map sizes and PIN_DIR."""
     flags = [f"-I{bpf_dir}"]
     if ringbuf:
         flags.append("-DUSE_RINGBUF")
+    if pin_dir is not None:
+        flags.append(f'-DPIN_DIR="{pin_dir}"')  # one argv item: clang sees a string literal
     flags += [f"-D{name}={value}" for name, value in sorted(sizes.items())]
     for plan in plans:
         if plan.up:

@@ -7,18 +7,23 @@
     manager.poll_events(timeout_ms=100)      # OOM kills, closed flows, exec/exit
     manager.lost_events()                    # {probe: dropped records} for the lost metric
     manager.untrack(cgroup_id); manager.stop()
+    manager.forget_others()                  # after a restart: drop pinned state of gone cgroups
 
 Threads: poll_events may block in the kernel for timeout_ms, so it has its own lock; track,
 untrack and drain take the state lock and never wait for a poll (a container start must not
 wait for the collector); a drain holds it while reading the maps (about 40 ms for 100
 containers x 80 syscalls). stop() takes both.
 
-Counters live in the kernel maps of one loaded program: a new start() (daemon restart) begins
-again from zero, so readers treat a decrease as a counter reset, as Prometheus does.
+Counters live in kernel maps. With `pin_dir` (on bpffs; the daemon's bpf_pin_dir) the maps of
+cumulative state are pinned there and a new start() (daemon restart) reuses them, so counters
+resume where they were; without it they begin again from zero, and readers treat a decrease as
+a counter reset, as Prometheus does. Pinned maps a new build cannot reuse (another layout or
+size) are removed and made afresh, once, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -33,6 +38,7 @@ SPECS: dict[str, ProbeSpec] = {s.name: s for s in (syscalls.SPEC, oom.SPEC, tcp.
 DEFAULT_PROBES = tuple(SPECS)
 COLLECTORS = {"syscalls": syscalls, "tcp": tcp}  # probes with counter maps: collect/purge
 LAYOUTS = {"syscalls": syscalls.LAYOUT, "tcp": tcp.LAYOUT}
+log = logging.getLogger("observe_rt.probes")
 _CGROUP_KEY = struct.Struct("=Q")
 _ONE = b"\x01"
 MAX_PENDING_EVENTS = 65536  # decoded but not yet polled; beyond this, counted as lost
@@ -49,6 +55,7 @@ class ProbeManager:
         sizes: Mapping[str, int] | None = None,
         oom_stale_s: float = 5.0,
         output: str = "auto",
+        pin_dir: Path | None = None,
     ) -> None:
         self.enabled = tuple(dict.fromkeys(enabled))
         unknown = [name for name in self.enabled if name not in SPECS]
@@ -57,6 +64,7 @@ class ProbeManager:
         self._tracefs = Path(tracefs)
         self._bpf_dir = Path(bpf_dir)
         self._prepare_host = prepare_host
+        self._pin_dir = Path(pin_dir) if pin_dir else None
         # -D overrides of the map and buffer sizes the bpf/ files default (MAX_TRACKED,
         # SC_MAX_KEYS, TCP_MAX_FLOWS, PROC_RINGBUF_PAGES, ...).
         self._sizes = dict(sizes or {})
@@ -107,6 +115,10 @@ class ProbeManager:
             return self._all_down("this kernel cannot create BPF ring buffers")
         started = time.perf_counter()
         program, plans, error = self._compile(plans, ringbuf)
+        if program is None and self._pin_dir is not None and _remove_pins(self._pin_dir):
+            log.warning("pinned probe maps in %s did not fit this build: made afresh (counters "
+                        "restart from zero)", self._pin_dir)  # fmt: skip
+            program, plans, error = self._compile(self._plans(), ringbuf)
         compile_ms = (time.perf_counter() - started) * 1000
         if program is None:
             return self._all_down(error, plans)
@@ -126,6 +138,10 @@ class ProbeManager:
         from observe_rt.host.kernel_headers import ensure_kernel_headers, ensure_tracefs
 
         ensure_tracefs()
+        if self._pin_dir is not None:
+            from observe_rt.host.kernel_headers import ensure_bpffs
+
+            ensure_bpffs(self._pin_dir)
         headers = ensure_kernel_headers().headers
         if not headers.in_use:
             raise loader.BccUnavailable(f"no kernel headers for bcc: {headers.reason}")
@@ -174,7 +190,7 @@ class ProbeManager:
     def _compile_plans(self, plans: list[ProbePlan], ringbuf: bool) -> loader.Program:
         pairs = [(SPECS[p.name], p) for p in plans]
         text = assemble.program_text(pairs, self._bpf_dir)
-        flags = assemble.cflags(plans, ringbuf, self._bpf_dir, self._sizes)
+        flags = assemble.cflags(plans, ringbuf, self._bpf_dir, self._sizes, self._pin_dir)
         return loader.Program(text, flags)
 
     def _attach(self, program: loader.Program, probe: ProbePlan) -> ProbePlan:
@@ -245,6 +261,24 @@ class ProbeManager:
                 if self._status.up(name):
                     module.purge(self._program, [cgroup_id])
 
+    def forget_others(self) -> int:
+        """Drop what the maps hold for cgroups not tracked now: after a restart with pinned
+        maps, those of containers that went while no daemon ran. Returns how many."""
+        with self._state_lock:
+            if self._program is None:
+                return 0
+            present = {_CGROUP_KEY.unpack_from(key)[0] for key in self._program.map("tracked")}
+            for name, module in COLLECTORS.items():
+                if self._status.up(name):
+                    present |= module.cgroups(self._program)
+            stale = present - self._tracked
+            for cgroup_id in stale:
+                self._program.map("tracked").delete(_CGROUP_KEY.pack(cgroup_id))
+            for name, module in COLLECTORS.items():
+                if stale and self._status.up(name):
+                    module.purge(self._program, stale)
+            return len(stale)
+
     def tracked(self) -> frozenset[int]:
         return frozenset(self._tracked)
 
@@ -314,3 +348,11 @@ class ProbeManager:
                 per_cpu = struct.unpack(f"={len(value) // 8}Q", value)
                 lost[name] += sum(per_cpu)
         return lost
+
+
+def _remove_pins(pin_dir: Path) -> bool:
+    """Unpin every map in pin_dir (the kernel frees them once unused); False if none was."""
+    pins = [p for p in pin_dir.iterdir() if p.is_file()] if pin_dir.is_dir() else []
+    for pin in pins:
+        pin.unlink(missing_ok=True)
+    return bool(pins)

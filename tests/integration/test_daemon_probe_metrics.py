@@ -1,4 +1,4 @@
-"""The probes' Prometheus series from a running daemon, for a container with known failing opens."""
+"""The probes' Prometheus series from a running daemon: known failing opens, and restarts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from observe_rt.cri.v1 import api_pb2
 from tests.integration.test_daemon_stats import metrics_url
-from tests.support.daemon import container_config, pod_config, run_pod, start_container
+from tests.support.daemon import container_config, pin_dir, pod_config, run_pod, start_container
 
 pytestmark = pytest.mark.root
 
@@ -49,3 +50,38 @@ def test_failing_opens_show_in_probe_metrics(daemon):
     labels = next(lab for lab, _ in samples[errors] if lab["name"] == cid)
     assert labels["pod"] == config.metadata.name and labels["namespace"] == "test"
     assert labels["image"] and labels["id"]
+
+
+def test_probe_counters_resume_after_a_daemon_restart(daemon, tmp_path):
+    """Pinned maps: after kill -9 and a restart the counters go on from where they were,
+    neither reset to zero nor counted twice."""
+    trigger = tmp_path / "trigger"
+    trigger.mkdir()
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    batch = "for i in $(seq 50); do cat /nonexistent 2>/dev/null; done"
+    script = f"{batch}; while [ ! -e /trigger/go ]; do sleep 0.2; done; {batch}; sleep 300"
+    mount = api_pb2.Mount(container_path="/trigger", host_path=str(trigger))
+    spec = container_config(daemon, "opener", script, mounts=[mount])
+    cid = start_container(daemon, pod_id, config, spec)
+    mine = {"container": "opener", "name": cid, "syscall": "openat", "errno": "ENOENT"}
+
+    def enoent() -> float:
+        return value(scrape(daemon), "observe_rt_container_syscall_errors_total", **mine)
+
+    assert _settles(enoent, 50) == 50
+    daemon.kill9()
+    daemon.start()
+    assert pin_dir(daemon.root).joinpath("sc_errors").exists()
+    assert _settles(enoent, 50) == 50  # resumed: not 0, not 100
+    (trigger / "go").touch()
+    assert _settles(enoent, 100) == 100
+
+
+def _settles(read, expected: float, timeout: float = 20.0) -> float:
+    """Poll until `read()` reaches `expected` (or time runs out), then confirm it stays."""
+    deadline = time.monotonic() + timeout
+    while read() < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.5)  # a couple more ticks: a double count would show now
+    return read()

@@ -22,11 +22,11 @@ pytestmark = pytest.mark.root
 
 
 def metrics_url(daemon) -> str:
-    found = re.search(
+    found = re.findall(  # the last: a restarted daemon listens on a new port
         r"Prometheus metrics on (http://127\.0\.0\.1:\d+/metrics)", daemon.log.read_text()
     )
     assert found, daemon.log.read_text()[-2000:]
-    return found.group(1)
+    return found[-1]
 
 
 def test_cpu_quota_shows_in_cri_stats_and_prometheus(daemon):

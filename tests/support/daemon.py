@@ -107,6 +107,11 @@ class Daemon:
             return [line.split()[4] for line in f if str(self.root) in line.split()[4]]
 
 
+def pin_dir(root: Path) -> Path:
+    """Each test daemon pins its probe maps in its own bpffs directory."""
+    return Path("/sys/fs/bpf") / root.name
+
+
 def write_config(root: Path, cgroup_parent: str, bridge: str, subnet: str) -> Path:
     cni_dir = root / "cni"
     cni_dir.mkdir()
@@ -128,6 +133,7 @@ def write_config(root: Path, cgroup_parent: str, bridge: str, subnet: str) -> Pa
         f'cni_conf_dir = "{cni_dir}"\ncgroup_parent = "{cgroup_parent}"\n'
         f'registry_hosts_dir = "{root}/certs.d"\npolicy = "{root}/no-policy.json"\n'
         'log_level = "debug"\nmetrics_address = "127.0.0.1:0"\n'
+        f'bpf_pin_dir = "{pin_dir(root)}"\n'
         '\n[runtime_handlers]\nrunc = "/usr/sbin/runc"\n'
     )
     return config
@@ -164,6 +170,7 @@ def _teardown(daemon: Daemon) -> None:
         subprocess.run(["umount", "-l", mount], check=False)
     subprocess.run(["ip", "link", "del", daemon.bridge], check=False, capture_output=True)
     remove_cgroup_tree(daemon.cgroup_parent)
+    shutil.rmtree(pin_dir(daemon.root), ignore_errors=True)
     shutil.rmtree(daemon.root, ignore_errors=True)
 
 

@@ -144,11 +144,12 @@ def test_program_text_joins_each_file_once():
     text = assemble.program_text(pairs, BPF_DIR)
     # sched_process_exit is hooked by oom and process, its struct appears once
     assert text.count("struct tp_sched__sched_process_exit {") == 1
-    assert text.count("BPF_HASH(tracked,") == 1
+    tracked = 'COUNTER_MAP("hash", u64, u8, tracked,'
+    assert text.count(tracked) == 1
     assert '#include "common.h"\n' not in text
     assert '#line 1 "oomkill.c"' in text
     assert "tcpflow.c" not in text
-    assert text.index("struct tp_") < text.index("BPF_HASH(tracked,") < text.index("sc_enter")
+    assert text.index("struct tp_") < text.index(tracked) < text.index("sc_enter")
 
 
 def test_cflags():
@@ -158,3 +159,6 @@ def test_cflags():
     assert flags[0] == f"-I{BPF_DIR}"
     assert "-DUSE_RINGBUF" in flags and "-DMAX_TRACKED=128" in flags and "-DOOM_HAS_RSS" in flags
     assert "-DUSE_RINGBUF" not in assemble.cflags(plans, False, BPF_DIR, {})
+    assert not any(f.startswith("-DPIN_DIR") for f in flags)
+    pinned = assemble.cflags(plans, True, BPF_DIR, {}, Path("/sys/fs/bpf/x"))
+    assert '-DPIN_DIR="/sys/fs/bpf/x"' in pinned
