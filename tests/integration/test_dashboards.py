@@ -54,7 +54,8 @@ def prometheus(daemon, daemon_registry, tmp_path_factory):
     config = scrape_config(target, f"{SCRAPE_SECONDS}s")
     workdir = tmp_path_factory.mktemp("prometheus")
     with kubelet_poller(daemon), running_prometheus(workdir, config) as api:
-        pull_images(daemon, daemon_registry)  # while Prometheus watches
+        api.wait_for_scrapes("observe-rt", 3)
+        pull_images(daemon, daemon_registry)  # after a few scrapes, so the pull panels move
         api.wait_for_scrapes("observe-rt", 10)
         hold = float(os.environ.get("OBSERVE_RT_DASHBOARD_SECONDS", "0"))
         time.sleep(max(0.0, started + hold - time.time()))
