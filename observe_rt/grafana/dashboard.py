@@ -43,7 +43,6 @@ class Query:
     expr: str
     legend: str = ""
     format: str = "time_series"  # time_series | heatmap | table
-    instant: bool = False
 
     @property
     def where(self) -> str:
@@ -98,7 +97,6 @@ def queries(board: Mapping) -> Iterator[Query]:
                 expr=target.get("expr", ""),
                 legend=target.get("legendFormat", ""),
                 format=target.get("format", "time_series"),
-                instant=bool(target.get("instant")) and not target.get("range", False),
             )
 
 
