@@ -86,6 +86,26 @@ def test_every_panel_query_returns_series(scraped, name):
     assert report.outcomes, f"{name} has no queries"
 
 
+# What each workload must have moved by the time the check runs (not just series at zero).
+MOVED = {
+    "OOM kills": 'sum(container_oom_events_total{container="hog"})',
+    "restarts": 'max(observe_rt_container_restarts{container="crasher"})',
+    "throttling": 'sum(container_cpu_cfs_throttled_periods_total{container="spinner"})',
+    "ENOENT": 'sum(observe_rt_container_syscall_errors_total{container="opener",errno="ENOENT"})',
+    "TCP bytes": 'sum(observe_rt_container_tcp_received_bytes_total{container="fetcher"})',
+    "TCP resets": 'sum(observe_rt_container_tcp_resets_total{container="fetcher"})',
+    "CRI errors": 'sum(observe_rt_cri_request_errors_total{code="NOT_FOUND"})',
+    "pull bytes": "sum(observe_rt_image_pull_bytes_total)",
+}
+
+
+def test_the_workloads_moved_what_the_panels_show(scraped):
+    skip = {"ENOENT", "TCP bytes", "TCP resets"} if _probes_down(scraped.api) else set()
+    values = {name: scraped.api.query(expr) for name, expr in MOVED.items() if name not in skip}
+    still = {name: v for name, v in values.items() if not v or float(v[0]["value"][1]) <= 0}
+    assert still == {}, still
+
+
 def _with_panel_on(board: dict, metric: str) -> dict:
     """A copy of `board` with one more panel, below the others, that queries `metric`."""
     board = copy.deepcopy(board)

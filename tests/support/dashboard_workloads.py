@@ -5,9 +5,10 @@
         started = start_dashboard_workloads(daemon)
 
 Pods (namespace "test", the names below are the pod names) and what each one feeds:
-    dash-web      server: busybox httpd with a 256 KiB file     TCP passive connections, bytes
-    dash-client   fetcher: wget of that file each second, and    TCP active connections, pod
-                  one connection to a closed port (a reset)      network bytes
+    dash-web      server: busybox httpd with a 256 KiB file;    TCP passive connections, bytes
+                  aborter: accepts and closes unread (a reset)
+    dash-client   fetcher: wget of that file each second, and    TCP active connections, resets,
+                  64 KiB sent to the aborter                     pod network bytes
     dash-busy     spinner: a busy loop under a 0.2 CPU quota    CPU vs limit, throttling
     dash-syscalls opener: bursts of failing open()s             syscall rates, ENOENT errors
     dash-oom      hog: `tail /dev/zero` under 24 MiB, again     OOM kills, working set vs limit
@@ -39,7 +40,7 @@ from tests.support.daemon import (
 
 FILE_BYTES = 256 << 10
 SERVER_PORT = 8080
-CLOSED_PORT = 8081  # nothing listens there: the connection is reset
+ABORT_PORT = 8081  # accepts, then closes with the data unread: the kernel sends a reset
 HOG_LIMIT = 24 << 20
 
 
@@ -58,6 +59,8 @@ def start_tcp_pair(daemon) -> None:
         f"mkdir /www; head -c {FILE_BYTES} /dev/urandom > /www/f; httpd -f -p {SERVER_PORT} -h /www"
     )
     start_container(daemon, pod_id, config, container_config(daemon, "server", serve))
+    abort = f"while :; do nc -l -p {ABORT_PORT} -e true; done"
+    start_container(daemon, pod_id, config, container_config(daemon, "aborter", abort))
     status = daemon.runtime().PodSandboxStatus(
         api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id)
     )
@@ -66,7 +69,7 @@ def start_tcp_pair(daemon) -> None:
     pod_id, config = _pod(daemon, "dash-client")
     fetch = (
         f"while :; do wget -q -O /dev/null http://{ip}:{SERVER_PORT}/f; "
-        f"wget -q -T 2 -O /dev/null http://{ip}:{CLOSED_PORT}/ 2>/dev/null; sleep 1; done"
+        f"head -c 65536 /dev/zero | nc -w 1 {ip} {ABORT_PORT}; sleep 1; done"
     )
     start_container(daemon, pod_id, config, container_config(daemon, "fetcher", fetch))
 
