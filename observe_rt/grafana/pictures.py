@@ -69,7 +69,9 @@ def _timeseries(ax, api, panel, values, window) -> None:
             times = [datetime.fromtimestamp(float(t)) for t, _ in series["values"]]
             points = [float(v) for _, v in series["values"]]
             label = legend(target.get("legendFormat", ""), series["metric"])
-            ax.plot(times, points, linewidth=1.2, label=label if drawn < MAX_LEGEND else None)
+            style = "--" if label.endswith(" limit") else "-"  # as the dashboards' override
+            ax.plot(times, points, style, linewidth=1.2,
+                    label=label if drawn < MAX_LEGEND else None)  # fmt: skip
             drawn += 1
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: scaled(v, unit)))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
