@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup run test unit integration lint bench clean
+.PHONY: setup run test unit integration lint bench clean dashboards-check dashboards-pictures
 
 # Idempotent: seconds on a machine that is already set up.
 setup:
@@ -16,6 +16,7 @@ run: setup
 	$(VENV)/bin/observe-rt daemon
 
 # Lint first (seconds), then the unit tier (no root), then the integration tier (root).
+# The integration tier includes the dashboards check (tests/integration/test_dashboards.py).
 test: setup
 	$(VENV)/bin/ruff check observe_rt tests
 	$(VENV)/bin/ruff format --check observe_rt tests
@@ -31,6 +32,17 @@ integration: setup
 lint: setup
 	$(VENV)/bin/ruff check observe_rt tests
 	$(VENV)/bin/ruff format --check observe_rt tests
+
+# Every Grafana panel query against Debian's prometheus scraping a test daemon with real
+# workloads (~1 minute); also part of `make test` through the integration tier.
+dashboards-check: setup
+	$(PYTEST) tests/integration/test_dashboards.py -q
+
+# The same run, held 90 s, rendering dashboards/pictures/*.png (needs matplotlib).
+dashboards-pictures: setup
+	$(VENV)/bin/pip install -q -e '.[dev,pictures]'
+	OBSERVE_RT_DASHBOARD_PICTURES=dashboards/pictures OBSERVE_RT_DASHBOARD_SECONDS=90 \
+		$(PYTEST) tests/integration/test_dashboards.py -q
 
 bench: setup
 	$(VENV)/bin/observe-rt bench

@@ -16,6 +16,7 @@ own series live in the same registry:
     observe_rt_image_pull_bytes_total                        counter
     observe_rt_image_pull_duration_seconds{result}           histogram
     observe_rt_pods{state}, observe_rt_containers{state}     gauges (from the snapshot)
+    observe_rt_container_restarts{id,name,...,container}     gauge (CRI attempt, from the snapshot)
     observe_rt_collector_tick_duration_seconds               histogram
     observe_rt_collector_skipped_series_total{reason}        counter (from the snapshot)
 """
@@ -28,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from observe_rt.model.series import SERIES, subjects
+from observe_rt.model.series import BASE_LABELS, SERIES, container_subject, subjects
 from observe_rt.model.snapshot import Snapshot
 
 DEFAULT_ADDRESS = "127.0.0.1:9464"
@@ -84,7 +85,18 @@ class SnapshotCollector:
         )
         for reason, count in sorted(snapshot.skipped.items()):
             skipped.add_metric([reason], count)
-        yield from (pods, containers, skipped)
+        # The kubelet names a restarted container's attempt in its metadata (0 for the first
+        # run), so the running attempt is the restart count kubectl shows.
+        restarts = GaugeMetricFamily(
+            "observe_rt_container_restarts",
+            "Times the kubelet restarted this container in its pod (CRI metadata attempt).",
+            labels=list(BASE_LABELS),
+        )
+        for cid in sorted(snapshot.containers):
+            metrics = snapshot.containers[cid]
+            subject = container_subject(snapshot, metrics)
+            restarts.add_metric(list(subject.labels), metrics.info.attempt)
+        yield from (pods, containers, skipped, restarts)
 
 
 class RuntimeMetrics:
