@@ -11,6 +11,11 @@ registry_hosts_dir = "/etc/observe-rt/certs.d"
 policy = "/etc/observe-rt/policy.json"
 cgroup_parent = "/observe-rt"          # pods without a CRI cgroup_parent go below this
 log_level = "info"
+# OpenTelemetry traces (README "Traces"; observe_rt/trace/settings.py): off unless an endpoint
+# is set here or in OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT. A key set here wins over OTEL_*.
+tracing_endpoint = ""                  # e.g. "localhost:4317" (no scheme: plain text)
+tracing_protocol = ""                  # grpc (the default) | http (OTLP/HTTP protobuf)
+tracing_sampling_ratio = 1.0           # unset: OTEL_TRACES_SAMPLER; parent-based either way
 
 [runtime_handlers]                     # CRI runtime_handler -> OCI runtime binary
 runc = "/usr/sbin/runc"                # "" (the default handler) is the built-in executor
@@ -43,6 +48,9 @@ class DaemonConfig:
     metrics_address: str = "127.0.0.1:9464"
     stats_interval: float = 1.0
     probes: bool = True
+    tracing_endpoint: str = ""
+    tracing_protocol: str = ""
+    tracing_sampling_ratio: float | None = None
     runtime_handlers: dict[str, str] = field(default_factory=dict)
 
     @property

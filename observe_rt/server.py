@@ -96,10 +96,16 @@ def _start_probes(cfg: DaemonConfig):
     """Compile and attach the eBPF probes once; without BPF the runtime runs on, and says why."""
     if not cfg.probes:
         return None
+    from observe_rt import trace
     from observe_rt.probes.manager import ProbeManager
 
     probes = ProbeManager()
-    status = probes.start()
+    with trace.span("probes.start") as span:
+        status = probes.start()
+        span.set_attribute("observe_rt.probes.available", status.available)
+        for probe in (p for p in status.probes if not p.up):  # start-up failures, with why
+            span.add_event("probe_failed", {"observe_rt.probe.name": probe.name,
+                                            "observe_rt.probe.reason": probe.reason})  # fmt: skip
     if status.available:
         up = [p.name for p in status.probes if p.up]
         log.info("eBPF probes up (%s) in %.0f ms", ", ".join(up), status.compile_ms)
@@ -116,6 +122,10 @@ def _track_running(containers, probes) -> None:
 
 
 def serve(cfg: DaemonConfig) -> int:
+    from observe_rt import trace
+
+    if trace.setup(cfg):  # before build_server: the probes' start is traced too
+        log.info("OpenTelemetry traces on")
     server, parts = build_server(cfg)
     recovered = sum(1 for r in parts["containers"].store.all() if parts["containers"].refresh(r))
     os.makedirs(os.path.dirname(cfg.socket), exist_ok=True)
@@ -149,6 +159,7 @@ def serve(cfg: DaemonConfig) -> int:
         parts["probes"].stop()
     if cfg.metrics_address:
         parts["exporter"].stop()
+    trace.shutdown()  # queued spans get a few seconds to leave
     with contextlib.suppress(OSError):
         os.unlink(cfg.socket)
     return 0
