@@ -6,6 +6,7 @@ Tracing is turned on the standard way, through OTEL_* variables the daemon inher
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from observe_rt.bench.cri_calls import metrics_url
 from observe_rt.cri.v1 import api_pb2
 from tests.support.daemon import container_config, pod_config, running_daemon, start_container
-from tests.support.otlp_receiver import OtlpReceiver, silent_collector
+from tests.support.otlp_receiver import OtlpHttpReceiver, OtlpReceiver, silent_collector
 
 pytestmark = pytest.mark.root
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -65,6 +66,23 @@ def test_spans_reach_a_live_otlp_receiver(daemon_registry, traced_env):
     in_pod_trace = [s for s in spans if s.span.trace_id.hex() == TRACE_ID]
     cni = [s for s in in_pod_trace if s.name == "cni.add"]
     assert {s.attributes["cni.plugin.type"] for s in cni} == {"bridge", "loopback"}
+
+
+def test_otlp_over_http_from_the_config_file():
+    with OtlpHttpReceiver() as receiver, running_daemon() as daemon:
+        # The daemon started without tracing; restart it with the config keys set.
+        daemon.stop()
+        keys = f'tracing_endpoint = "{receiver.endpoint}"\ntracing_protocol = "http"\n'
+        daemon.config_file.write_text(keys + daemon.config_file.read_text())  # before any table
+        daemon.start()
+        daemon.runtime().Version(api_pb2.VersionRequest(), timeout=20)
+        deadline = time.monotonic() + 30
+        while not any(s.name.endswith("/Version") for s in receiver.spans):
+            assert time.monotonic() < deadline, "no Version span over OTLP/HTTP"
+            time.sleep(0.2)
+        span = next(s for s in receiver.spans if s.name.endswith("/Version"))
+    assert span.attributes["rpc.service"] == "runtime.v1.RuntimeService"
+    assert span.resource["service.name"] == "observe-rt"
 
 
 def test_a_stuck_collector_never_holds_up_cri_calls(daemon_registry, traced_env):

@@ -83,3 +83,22 @@ def test_unsampled_spans_are_not_queued():
     provider.force_flush(30_000)
     assert exporter.exported == [] and stats.snapshot()[0] == 0
     provider.shutdown()
+
+
+def test_queue_counts_reach_prometheus():
+    from observe_rt import trace
+    from observe_rt.export.prometheus import PrometheusExporter
+    from observe_rt.model.snapshot import Snapshot
+
+    def counts(text: str) -> dict[str, float]:
+        rows = [r for r in text.splitlines() if r.startswith("observe_rt_trace_spans_")]
+        return {r.rsplit(" ", 1)[0]: float(r.rsplit(" ", 1)[1]) for r in rows}
+
+    exporter = PrometheusExporter(Snapshot, "127.0.0.1:0")
+    before = counts(exporter.render().decode())
+    trace.stats.add(exported=3, queue_full=2)
+    after = counts(exporter.render().decode())
+    assert after["observe_rt_trace_spans_exported_total"] - before[
+        "observe_rt_trace_spans_exported_total"] == 3  # fmt: skip
+    key = 'observe_rt_trace_spans_dropped_total{reason="queue_full"}'
+    assert after[key] - before[key] == 2

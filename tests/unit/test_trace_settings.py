@@ -88,3 +88,17 @@ def test_clean_drops_none_and_secret_keys():
              "http.request.header.authorization": "Basic x", "process.env": "A=1",
              "user.password": "p", "api.token": "t"}  # fmt: skip
     assert clean(dirty) == {"container.id": "c"}
+
+
+@pytest.mark.parametrize(
+    ("protocol", "endpoint", "module"),
+    [("grpc", "http://c:4317", "grpc"), ("http", "http://c:4318/v1/traces", "http")],
+)
+def test_the_exporter_follows_the_protocol(protocol, endpoint, module):
+    from observe_rt.trace.provider import otlp_exporter
+
+    exporter = otlp_exporter(TraceSettings(enabled=True, endpoint=endpoint, protocol=protocol))
+    try:
+        assert type(exporter).__module__.startswith(f"opentelemetry.exporter.otlp.proto.{module}")
+    finally:
+        exporter.shutdown()
