@@ -220,3 +220,29 @@ def test_oom_kill_is_traced_and_linked_to_the_container(traced):
     assert oom[0].attributes["process.pid"] > 0 and oom[0].attributes["observe_rt.oom.rss_kb"] > 0
     assert oom[0].links[0].context.span_id == start.context.span_id
     assert [e.name for e in oom[0].events] == ["oom_kill"]
+
+
+def test_shim_death_is_traced(traced):
+    import os
+    import signal
+
+    daemon, exporter, _ = traced
+    config = pod_config(daemon)
+    pod_id = daemon.runtime().RunPodSandbox(api_pb2.RunPodSandboxRequest(config=config),
+                                            timeout=60).pod_sandbox_id  # fmt: skip
+    cid = start_container(daemon, pod_id, config, container_config(daemon, "lost", "sleep 300"))
+    shims = [pid for pid in daemon.shim_pids()
+             if pod_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
+    # The shim, and the pid namespace's holder it forked: kill the shim (the parent).
+    (shim,) = [pid for pid in shims if _parent(pid) not in shims]
+    os.kill(shim, signal.SIGKILL)
+    assert wait_exited(daemon, cid, timeout=60).reason == "ShimDied"
+    (died,) = [s for s in wait_for_span(exporter, "container.shim_died")
+               if s.attributes["container.id"] == cid]  # fmt: skip
+    assert died.attributes["k8s.container.name"] == "lost"
+    assert "pod shim exited" in died.status.description
+
+
+def _parent(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
