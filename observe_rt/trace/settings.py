@@ -14,7 +14,8 @@ A config key that is set wins over the variable:
     -                        OTEL_EXPORTER_OTLP_HEADERS, ..._TIMEOUT (read by the exporter)
     -                        OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY       2048, 1000 ms
 
-An endpoint without a scheme is plain text (a node-local collector); https:// uses TLS.
+An endpoint without a scheme is plain text (a node-local collector); https:// uses TLS. Over
+HTTP an endpoint without a path gets /v1/traces.
 A sampling ratio is parent-based: a call whose caller (the kubelet) sampled it is always traced.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from observe_rt.errors import InvalidArgument
 
@@ -60,7 +62,7 @@ class TraceSettings:
             return cls()
         sampler, ratio = _sampler(cfg, env)
         return cls(
-            enabled=True, endpoint=_with_scheme(endpoint or DEFAULT_ENDPOINTS[protocol]),
+            enabled=True, endpoint=_full_url(endpoint or DEFAULT_ENDPOINTS[protocol], protocol),
             protocol=protocol, sampler=sampler, ratio=ratio,
             queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
             schedule_delay_ms=_positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", 1000),
@@ -89,8 +91,12 @@ def _env_endpoint(env, protocol: str) -> str:
     return generic
 
 
-def _with_scheme(endpoint: str) -> str:
-    return endpoint if "://" in endpoint else f"http://{endpoint}"
+def _full_url(endpoint: str, protocol: str) -> str:
+    """A scheme (http:// unless given) and, over HTTP, the /v1/traces path when none is given."""
+    url = endpoint if "://" in endpoint else f"http://{endpoint}"
+    if protocol == "http" and urlsplit(url).path in ("", "/"):
+        url = url.rstrip("/") + "/v1/traces"
+    return url
 
 
 def _sampler(cfg, env) -> tuple[str, float]:

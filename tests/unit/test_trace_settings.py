@@ -32,6 +32,11 @@ def test_generic_endpoint_over_http_gets_the_traces_path():
     assert (settings.protocol, settings.endpoint) == ("http", "http://c:4318/v1/traces")
 
 
+def test_http_endpoint_without_a_path_gets_the_traces_path():
+    settings = resolve({}, tracing_endpoint="collector:4318", tracing_protocol="http")
+    assert settings.endpoint == "http://collector:4318/v1/traces"
+
+
 def test_signal_specific_variables_win_over_generic_ones():
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:1", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://b:2/x",
