@@ -45,7 +45,8 @@ def _measure(args: argparse.Namespace, errors) -> dict:
         bench = TraceBench()
     with bench, common.progress(errors, total, "pod starts and teardowns") as advance:
         runs = bench.measure(args.pods, args.warmup, advance)
-        return build_report(runs, args.pods, args.warmup, bench.exported(), common.host_info())
+        return build_report(runs, args.pods, args.warmup, bench.exported(), common.host_info(),
+                            bench.cpu_ms_per_pod)  # fmt: skip
 
 
 def render(result: dict, console) -> None:
@@ -55,7 +56,8 @@ def render(result: dict, console) -> None:
     notes = (
         *report.notes(result),
         f"{result['pods']} pods per daemon after {result['warmup']} warm-up pods; "
-        f"{result['order']}.",
+        f"{result['order']}. CPU ms/pod: the daemon process's CPU time over every pod start and "
+        "teardown (warm-ups too), per pod.",
         f"Measured by: {result['command']}",
     )
     common.render(console, ((title, report.COLUMNS, report.rows(result), 1),), notes)

@@ -44,6 +44,7 @@ class TracedObserveRt(ObserveRtRuntime):
 
 class TraceBench(CriBench):
     def __init__(self) -> None:
+        self.cpu_ms_per_pod: dict[str, float] = {}
         self.receiver = OtlpReceiver().start()
         try:
             super().__init__((BASELINE, TRACED))
@@ -73,6 +74,21 @@ class TraceBench(CriBench):
             run.reason = f"setup: {err}"
             if run.runtime is not None:
                 run.runtime.close()
+
+    def measure(self, pods: int, warmup: int, progress=None):
+        """bench cri's pod starts and teardowns, plus each daemon's CPU time over all of them
+        (less sensitive to a busy machine than wall time)."""
+        daemons = [run for run in self.runs if run.active]
+        before = {run.name: cri_calls.read_cpu_ticks(run.runtime.daemon_pid()) for run in daemons}
+        runs = super().measure(pods, warmup, progress)
+        hz = cri_calls.clock_ticks_per_s()
+        self.cpu_ms_per_pod = {}
+        for run in daemons:
+            after = cri_calls.read_cpu_ticks(run.runtime.daemon_pid())
+            if after is not None and before[run.name] is not None:
+                ticks = after - before[run.name]
+                self.cpu_ms_per_pod[run.name] = round(ticks * 1000 / hz / (pods + warmup), 1)
+        return runs
 
     def exported(self) -> dict:
         """What reached the receiver, and the traced daemon's own export counters."""
@@ -111,8 +127,12 @@ def trace_counters(metrics_text: str) -> dict:
 # --- the report (pure) --------------------------------------------------------------------------
 
 
-def build_report(runs, pods: int, warmup: int, exported: dict, host: dict) -> dict:
+def build_report(runs, pods: int, warmup: int, exported: dict, host: dict,
+                 cpu_ms_per_pod: dict | None = None) -> dict:  # fmt: skip
     entries = {run.name: cri_report.runtime_entry(run) for run in runs}
+    for name, entry in entries.items():
+        if entry["available"]:
+            entry["daemon_cpu_ms_per_pod"] = (cpu_ms_per_pod or {}).get(name)
     common.add_ratios(entries, BASELINE, _ratios)
     return {
         "benchmark": "trace", "pods": pods, "warmup": warmup, "start": " + ".join(START_STEPS),
@@ -123,16 +143,19 @@ def build_report(runs, pods: int, warmup: int, exported: dict, host: dict) -> di
 
 def _ratios(entry: dict, base: dict) -> dict:
     if not base.get("available"):
-        return {"start_median": None, "start_p95": None, "daemon_rss": None}
+        return {"start_median": None, "start_p95": None, "daemon_rss": None, "daemon_cpu": None}
     return {
         "start_median": ratio(entry["start"]["median_ms"], base["start"]["median_ms"]),
         "start_p95": ratio(entry["start"]["p95_ms"], base["start"]["p95_ms"]),
         "daemon_rss": ratio(entry["memory"]["daemon"]["rss_mib"],
                             base["memory"]["daemon"]["rss_mib"]),
+        "daemon_cpu": ratio(entry.get("daemon_cpu_ms_per_pod") or 0.0,
+                            base.get("daemon_cpu_ms_per_pod")),
     }  # fmt: skip
 
 
-COLUMNS = ("Daemon", "Pods", "Median", "p95", "Min", "Max", f"× {BASELINE}", "RSS MiB")
+COLUMNS = ("Daemon", "Pods", "Median", "p95", "Min", "Max", f"× {BASELINE}", "RSS MiB",
+           "CPU ms/pod")  # fmt: skip
 
 
 def rows(report: dict) -> list[list[str]]:
@@ -143,8 +166,13 @@ def rows(report: dict) -> list[list[str]]:
             name, str(start["runs"]),
             *(f"{start[key]:.1f}" for key in ("median_ms", "p95_ms", "min_ms", "max_ms")),
             common.times(ratios["start_median"]), f"{entry['memory']['daemon']['rss_mib']:.1f}",
+            _or_na(entry.get("daemon_cpu_ms_per_pod")),
         ])  # fmt: skip
     return result
+
+
+def _or_na(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def notes(report: dict) -> list[str]:
@@ -155,7 +183,8 @@ def notes(report: dict) -> list[str]:
         ratios = traced[f"ratio_to_{BASELINE}"]
         lines.append(f"Tracing on (sampling {report['sampling_ratio']}) costs "
                      f"{common.times(ratios['start_median'])} the median pod start "
-                     f"({common.times(ratios['start_p95'])} at p95).")  # fmt: skip
+                     f"({common.times(ratios['start_p95'])} at p95); daemon CPU per pod "
+                     f"{common.times(ratios['daemon_cpu'])}.")  # fmt: skip
     lines.append(f"Receiver: {export['spans_received']} spans in {export['export_requests']} "
                  f"export calls; the traced daemon counted {export.get('spans_exported')} "
                  f"exported, {export.get('spans_dropped')} dropped.")  # fmt: skip

@@ -40,17 +40,19 @@ def test_report_ratio_is_traced_over_untraced():
     runs = [run("untraced", 100.0, 51200), run("traced", 125.0, 56320)]
     export = {"spans_received": 300, "export_requests": 9, "spans_exported": 300,
               "spans_dropped": 0}  # fmt: skip
-    report = trace_session.build_report(runs, 5, 2, export, {"kernel": "6.1", "cpus": 2})
+    cpu = {"untraced": 40.0, "traced": 42.0}
+    report = trace_session.build_report(runs, 5, 2, export, {"kernel": "6.1", "cpus": 2}, cpu)
     traced = report["runtimes"]["traced"]["ratio_to_untraced"]
     # medians: untraced 102 + 50 = 152 ms, traced 127 + 50 = 177 ms
     assert traced["start_median"] == round(177 / 152, 3)
-    assert traced["daemon_rss"] == 1.1
+    assert traced["daemon_rss"] == 1.1 and traced["daemon_cpu"] == 1.05
     assert report["runtimes"]["untraced"]["ratio_to_untraced"]["start_median"] == 1.0
     assert report["sampling_ratio"] == 1.0 and report["export"] == export
 
     report["command"] = "observe-rt bench trace --pods 5"
     text = rendered(trace_command.render, report, 100)
-    assert "1.16×" in text and "300 spans in 9 export calls" in text
+    assert "1.16×" in text and "300 spans in 9 export calls" in text and "42.0" in text
+    assert "daemon CPU per pod 1.05×" in text
     assert "Measured by: observe-rt bench trace --pods 5" in text
 
 
