@@ -56,8 +56,9 @@ def render(result: dict, console) -> None:
     notes = (
         *report.notes(result),
         f"{result['pods']} pods per daemon after {result['warmup']} warm-up pods; "
-        f"{result['order']}. CPU ms/pod: the daemon process's CPU time over every pod start and "
-        "teardown (warm-ups too), per pod.",
+        f"{result['order']}. × off: median over the untraced daemon's; RSS: the daemon's, "
+        "MiB, with every pod up; CPU: the daemon's CPU ms per pod over every start and "
+        "teardown (warm-ups too).",
         f"Measured by: {result['command']}",
     )
     common.render(console, ((title, report.COLUMNS, report.rows(result), 1),), notes)
