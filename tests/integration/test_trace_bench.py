@@ -26,4 +26,5 @@ def test_bench_trace_json_reports_both_daemons_and_leaves_nothing():
     assert export["spans_received"] >= 10 and export["spans_dropped"] == 0
     assert export["spans_exported"] == export["spans_received"]
     after = leftovers()  # only what is new: other sessions on this machine come and go
-    assert {key: after[key] - before[key] for key in after} == {key: set() for key in after}
+    new = {key: set(after[key]) - set(before[key]) for key in after}
+    assert new == {key: set() for key in after}
