@@ -13,6 +13,11 @@ cgroup_parent = "/observe-rt"          # pods without a CRI cgroup_parent go bel
 log_level = "info"
 probes = true                          # eBPF probes (bcc); false: off, the runtime runs the same
 bpf_pin_dir = "/sys/fs/bpf/observe-rt" # probe counters pinned here resume after a restart ("": off)
+# OpenTelemetry traces (README "Traces"; observe_rt/trace/settings.py): off unless an endpoint
+# is set here or in OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT. A key set here wins over OTEL_*.
+tracing_endpoint = ""                  # e.g. "localhost:4317" (no scheme: plain text)
+tracing_protocol = ""                  # grpc (the default) | http (OTLP/HTTP protobuf)
+tracing_sampling_ratio = 1.0           # unset: OTEL_TRACES_SAMPLER; parent-based either way
 
 [runtime_handlers]                     # CRI runtime_handler -> OCI runtime binary
 runc = "/usr/sbin/runc"                # "" (the default handler) is the built-in executor
@@ -46,6 +51,9 @@ class DaemonConfig:
     stats_interval: float = 1.0
     probes: bool = True
     bpf_pin_dir: str = "/sys/fs/bpf/observe-rt"
+    tracing_endpoint: str = ""
+    tracing_protocol: str = ""
+    tracing_sampling_ratio: float | None = None
     runtime_handlers: dict[str, str] = field(default_factory=dict)
 
     @property

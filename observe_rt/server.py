@@ -98,10 +98,16 @@ def _start_probes(cfg: DaemonConfig):
     """Compile and attach the eBPF probes once; without BPF the runtime runs on, and says why."""
     if not cfg.probes:
         return None
+    from observe_rt import trace
     from observe_rt.probes.manager import ProbeManager
 
     probes = ProbeManager(pin_dir=cfg.bpf_pin_dir or None)
-    status = probes.start()
+    with trace.span("probes.start") as span:
+        status = probes.start()
+        span.set_attribute("observe_rt.probes.available", status.available)
+        for probe in (p for p in status.probes if not p.up):  # start-up failures, with why
+            span.add_event("probe_failed", {"observe_rt.probe.name": probe.name,
+                                            "observe_rt.probe.reason": probe.reason})  # fmt: skip
     if status.available:
         up = [p.name for p in status.probes if p.up]
         log.info("eBPF probes up (%s) in %.0f ms", ", ".join(up), status.compile_ms)
@@ -130,6 +136,10 @@ def _name_worker() -> None:
 def serve(cfg: DaemonConfig) -> int:
     # `kill -USR1 <daemon>` writes every thread's stack to stderr: for a daemon that hangs.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    from observe_rt import trace
+
+    if trace.setup(cfg):  # before build_server: the probes' start is traced too
+        log.info("OpenTelemetry traces on")
     server, parts = build_server(cfg)
     recovered = sum(1 for r in parts["containers"].store.all() if parts["containers"].refresh(r))
     os.makedirs(os.path.dirname(cfg.socket), exist_ok=True)
@@ -163,6 +173,7 @@ def serve(cfg: DaemonConfig) -> int:
         parts["probes"].stop()
     if cfg.metrics_address:
         parts["exporter"].stop()
+    trace.shutdown()  # queued spans get a few seconds to leave
     with contextlib.suppress(OSError):
         os.unlink(cfg.socket)
     return 0

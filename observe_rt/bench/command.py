@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from observe_rt.bench import common, cri_command, pull_command
+from observe_rt.bench import trace as trace_command
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
 # benchmark times, so rich and the benchmark modules are imported only when a benchmark runs.
@@ -18,6 +19,7 @@ BENCHMARKS = {
     "median, p95, min, max and ratio to runc",
     "pull": pull_command.HELP,
     "cri": cri_command.HELP,
+    "trace": trace_command.HELP,
 }
 
 
@@ -44,6 +46,7 @@ def register(sub) -> None:
     common.add_benchmark(benchmarks, "oci", BENCHMARKS["oci"], OPTIONS, run_oci)
     pull_command.register(benchmarks)
     cri_command.register(benchmarks)
+    trace_command.register(benchmarks)
 
 
 def list_benchmarks(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from observe_rt import errors
+from observe_rt import errors, trace
 from observe_rt.config import DaemonConfig
 from observe_rt.cri.events import EventBus, LifecycleEvent
 from observe_rt.cri.records import ContainerRecord, RecordStore, SandboxRecord, encode
@@ -93,32 +93,42 @@ class Containers:
             d.mkdir(parents=True)
         undo.callback(shutil.rmtree, run, ignore_errors=True)
         undo.callback(shutil.rmtree, data, ignore_errors=True)
-        lower = self.images.snapshots.lowerdirs(record.chain)
-        mount_overlay(lower, str(data / "upper"), str(data / "work"), str(run / "rootfs"))
+        with trace.span("container.rootfs", {"observe_rt.rootfs.layers": len(record.chain)}):
+            lower = self.images.snapshots.lowerdirs(record.chain)
+            mount_overlay(lower, str(data / "upper"), str(data / "work"), str(run / "rootfs"))
         undo.callback(unmount, str(run / "rootfs"), True)
         record.rootfs, record.bundle, record.container_dir = (
             str(run / "rootfs"),
             str(run / "bundle"),
             str(data),
         )
-        image_config = self.images.config(image)
-        spec = build_container_spec(
-            config, sandbox_config, image_config, rootfs=record.rootfs,
-            namespaces=sandbox.namespaces, cgroup_parent=sandbox.cgroup_parent,
-            container_id=record.id, sandbox_id=sandbox.id,
-            hosts_files=dict(sandbox.pod_files, **({"/dev/shm": sandbox.shm_mount}
-                                                   if sandbox.shm_mount else {})),
-        )  # fmt: skip
-        record.stop_signal = stop_signal(image_config, config)
-        (run / "bundle" / "config.json").write_text(json.dumps(spec))
+        with trace.span("container.bundle"):
+            image_config = self.images.config(image)
+            spec = build_container_spec(
+                config, sandbox_config, image_config, rootfs=record.rootfs,
+                namespaces=sandbox.namespaces, cgroup_parent=sandbox.cgroup_parent,
+                container_id=record.id, sandbox_id=sandbox.id,
+                hosts_files=dict(sandbox.pod_files, **({"/dev/shm": sandbox.shm_mount}
+                                                       if sandbox.shm_mount else {})),
+            )  # fmt: skip
+            record.stop_signal = stop_signal(image_config, config)
+            (run / "bundle" / "config.json").write_text(json.dumps(spec))
         record.log_path = _log_path(sandbox_config.log_directory, config.log_path)
-        reply = self.sandboxes.shim(sandbox).call(
-            "create", id=record.id, bundle=record.bundle, log_path=record.log_path,
-            stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
-        )  # fmt: skip
-        undo.callback(self._delete_in_shim, sandbox, record.id)
+        with trace.span("executor.create", {"container.id": record.id}):
+            reply = self.sandboxes.shim(sandbox).call(
+                "create", id=record.id, bundle=record.bundle, log_path=record.log_path,
+                stdin=config.stdin, stdin_once=config.stdin_once, tty=config.tty,
+            )  # fmt: skip
+            undo.callback(self._delete_in_shim, sandbox, record.id)
+            if trace.enabled():  # the executor timed its steps in the shim: steps.json
+                trace.executor_steps(self._executor_steps_path(sandbox, record.id))
         record.pid = reply["pid"]
         record.cgroup_id = _cgroup_id(spec["linux"]["cgroupsPath"], record.id)
+
+    def _executor_steps_path(self, sandbox: SandboxRecord, container_id: str) -> str:
+        runtime = self.sandboxes.runtime(sandbox)  # the built-in executor keeps states there
+        states = getattr(runtime, "states", None)
+        return os.path.join(states.dir(container_id), "steps.json") if states else ""
 
     # --- start, stop, remove ------------------------------------------------------------------
 
@@ -131,7 +141,8 @@ class Containers:
         sandbox = self.sandboxes.get(record.sandbox_id)
         if self.probes is not None and record.cgroup_id:
             self.probes.track(record.cgroup_id)  # before the workload's first instruction
-        reply = self.sandboxes.shim(sandbox).call("start", id=record.id)
+        with trace.span("executor.start", {"container.id": record.id}):
+            reply = self.sandboxes.shim(sandbox).call("start", id=record.id)
         record.started_at, record.state = reply["started_at"], "RUNNING"
         self.store.save(record)
         self._publish(record, "STARTED")
@@ -141,14 +152,24 @@ class Containers:
         record = self.refresh(record)
         if record.state not in ("RUNNING", "CREATED"):
             return
+        attributes = {"container.id": record.id, "observe_rt.stop.timeout_s": timeout}
+        with trace.span("container.stop", attributes) as span:
+            started = time.monotonic()
+            sent = self._send_stop(record, timeout)
+            span.set_attributes({"observe_rt.stop.signal": sent,
+                                 "observe_rt.stop.exit_s": time.monotonic() - started})  # fmt: skip
+
+    def _send_stop(self, record: ContainerRecord, timeout: int) -> str:
+        """Signal until the container exits; returns the name of the last signal sent."""
         shim = self.sandboxes.shim(self.sandboxes.get(record.sandbox_id))
         with contextlib.suppress(errors.ObserveRtError):
             if record.state == "RUNNING" and timeout > 0:
                 shim.call("kill", id=record.id, signal=record.stop_signal)
                 if self._wait_exit(record, timeout):
-                    return
+                    return _signal_name(record.stop_signal)
             shim.call("kill", id=record.id, signal=signal.SIGKILL, all=True)
         self._wait_exit(record, 10)
+        return "SIGKILL"
 
     def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -206,11 +227,15 @@ class Containers:
         if exit_info:
             record.state, record.finished_at = "EXITED", exit_info["finished_at"]
             record.exit_code, record.reason = exit_info["exit_code"], exit_info["reason"]
+            trace.container_event(record.id, "container.exit", {
+                "observe_rt.exit.code": record.exit_code, "observe_rt.exit.reason": record.reason,
+            }, error="" if record.reason == "Completed" else record.reason)  # fmt: skip
         elif sandbox is None or not self.sandboxes.shim(sandbox).alive():
             self._kill_orphans(record)
             record.state, record.reason, record.exit_code = "EXITED", "ShimDied", 255
             record.finished_at = record.finished_at or time.time_ns()
             record.message = "the pod shim exited; the container's processes were lost with it"
+            trace.container_event(record.id, "container.shim_died", {}, error=record.message)
         else:
             return record
         self.store.save(record)
@@ -228,6 +253,10 @@ class Containers:
                 f"rss {event.rss_kb} kB"
             )
             self.store.save(record)
+        trace.container_event(record.id, "container.oom_kill", {
+            "process.pid": event.victim_pid, "process.command": event.victim_comm,
+            "observe_rt.oom.rss_kb": event.rss_kb,
+        }, error=record.message)  # fmt: skip
 
     def watch_probes(self, stop: threading.Event) -> None:
         """Drain the probes' rare events (OOM kills today) into container status."""
@@ -292,6 +321,13 @@ def _cgroup_id(cgroups_path: str, container_id: str) -> int:
         plan = cgroups.plan(None, cgroups_path, cgroups.detect_layout(), container_id)
         return cgroups.CgroupManager(plan).cgroup_id()
     return 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def _unique_name(meta: api_pb2.ContainerMetadata, sandbox_id: str) -> str:

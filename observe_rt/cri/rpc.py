@@ -13,6 +13,7 @@ import time
 
 import grpc
 
+from observe_rt import trace
 from observe_rt.errors import ObserveRtError
 
 log = logging.getLogger("observe_rt.cri")
@@ -40,16 +41,20 @@ def unary(method):
     @functools.wraps(method)
     def wrapper(self, request, context):
         started = time.monotonic()
-        try:
-            response = method(self, request, context)
-        except Exception as error:  # noqa: BLE001 - every failure becomes a status, not a crash
-            code = status_code(error)
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method.__name__)
-            else:
-                log.info("%s: %s: %s", method.__name__, code.name, error)
-            _observe(method.__name__, time.monotonic() - started, code.name)
-            context.abort(code, str(error) or type(error).__name__)
+        # The server span (a no-op while tracing is off) joins the caller's trace.
+        with trace.server_span(self, method.__name__, request, context) as call:
+            try:
+                response = method(self, request, context)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                code = status_code(error)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", method.__name__)
+                else:
+                    log.info("%s: %s: %s", method.__name__, code.name, error)
+                call.finish(code, error)
+                _observe(method.__name__, time.monotonic() - started, code.name)
+                context.abort(code, str(error) or type(error).__name__)
+            call.finish(grpc.StatusCode.OK, response=response)
         seconds = time.monotonic() - started
         _observe(method.__name__, seconds, "OK")
         log.debug("%s ok in %.1f ms", method.__name__, seconds * 1000)

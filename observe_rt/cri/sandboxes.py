@@ -21,7 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from observe_rt import errors
+from observe_rt import errors, trace
 from observe_rt.config import DaemonConfig
 from observe_rt.cri.records import RecordStore, SandboxRecord, encode
 from observe_rt.cri.v1 import api_pb2
@@ -107,21 +107,24 @@ class Sandboxes:
             record.shm_mount = str(pod_dir / "shm")
             _mount_shm(record.shm_mount)
             undo.callback(_unmount, record.shm_mount)
-        record.cgroup_parent = self._create_cgroup(record, config)
+        with trace.span("sandbox.cgroup"):
+            record.cgroup_parent = self._create_cgroup(record, config)
         undo.callback(self._remove_cgroup, record)
         new = _new_namespaces(options)
         hostname = config.hostname or (os.uname().nodename if host_network else "")
         runtime, oci_root = self._runtime_location(record)
         # Sockets live in a short directory: unix socket paths end at 107 bytes.
         socket_path = Path(self.config.run_dir) / "s" / f"{record.id[:32]}.sock"
-        shim, info = ShimClient.start(pod_dir / "shim", oci_root, new, hostname,
-                                      pod_dir / "shim.log", runtime,
-                                      _pod_sysctls(config, new), socket_path)  # fmt: skip
+        with trace.span("sandbox.namespaces", {"observe_rt.namespaces": sorted(new)}):
+            shim, info = ShimClient.start(pod_dir / "shim", oci_root, new, hostname,
+                                          pod_dir / "shim.log", runtime,
+                                          _pod_sysctls(config, new), socket_path)  # fmt: skip
         undo.callback(_stop_shim, shim)
         record.shim_dir = str(shim.dir)
         record.namespaces = info["namespaces"]
         if not host_network:
-            self._setup_network(record, config, info["pid"], undo)
+            with trace.span("sandbox.network"):
+                self._setup_network(record, config, info["pid"], undo)
 
     def _setup_network(self, record, config, shim_pid: int, undo) -> None:
         from observe_rt.network import netns

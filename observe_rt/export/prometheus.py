@@ -19,6 +19,8 @@ own series live in the same registry:
     observe_rt_container_restarts{id,name,...,container}     gauge (CRI attempt, from the snapshot)
     observe_rt_collector_tick_duration_seconds               histogram
     observe_rt_collector_skipped_series_total{reason}        counter (from the snapshot)
+    observe_rt_trace_spans_exported_total                    counter (observe_rt/trace)
+    observe_rt_trace_spans_dropped_total{reason}             counter: queue_full, export_failed
 """
 
 from __future__ import annotations
@@ -99,6 +101,26 @@ class SnapshotCollector:
         yield from (pods, containers, skipped, restarts)
 
 
+class TraceQueueCollector:
+    """Spans the trace export queue handed over or dropped (zeros while tracing is off)."""
+
+    def collect(self) -> Iterator[Metric]:
+        from observe_rt import trace
+
+        exported, dropped = trace.stats.snapshot()
+        sent = CounterMetricFamily("observe_rt_trace_spans_exported",
+                                   "Spans the OTLP exporter delivered.")  # fmt: skip
+        sent.add_metric([], exported)
+        lost = CounterMetricFamily(
+            "observe_rt_trace_spans_dropped",
+            "Spans dropped: queue_full (the collector is slow or down), export_failed.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(dropped.items()):
+            lost.add_metric([reason], count)
+        yield from (sent, lost)
+
+
 class RuntimeMetrics:
     """The runtime's own instruments; the daemon calls these from its RPC and pull paths."""
 
@@ -174,6 +196,7 @@ class PrometheusExporter:
         self.host, self.port = parse_address(address)
         self.registry = CollectorRegistry()
         self.registry.register(SnapshotCollector(snapshot))
+        self.registry.register(TraceQueueCollector())
         self.runtime = RuntimeMetrics(self.registry)
         self._server = None
         self._thread = None

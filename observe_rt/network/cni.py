@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from observe_rt import trace
 from observe_rt.errors import FailedPrecondition, InvalidArgument
 from observe_rt.host.files import write_json_atomic
 from observe_rt.network.cni_config import (
@@ -223,7 +224,9 @@ class CniManager:
         conf = exec_config(config, plugin, prev, att.capability_args)
         env = plugin_env(command, att.pod_id, netns, att.ifname, att.args, self.bin_dirs)
         log.debug("pod %s: CNI %s %s", att.pod_id, command, plugin["type"])
-        result = run_plugin(binary, env, conf, self.timeout)
+        with trace.span(f"cni.{command.lower()}", {"cni.plugin.type": plugin["type"],
+                                                   "cni.network.name": config.name}):  # fmt: skip
+            result = run_plugin(binary, env, conf, self.timeout)
         if command == "ADD" and not result:
             raise CniPluginError(plugin["type"], command, "returned no result")
         return result

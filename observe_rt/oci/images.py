@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from observe_rt import trace
 from observe_rt.errors import InvalidArgument, NotFound
 from observe_rt.oci import auth, media, reference
 from observe_rt.oci.hosts import DEFAULT_CONFIG_DIR
@@ -84,7 +85,9 @@ class ImageService:
         ref = parse_reference(name)
         client = self._client(auth_config)
         with self._gc.shared():
-            resolved = client.resolve(ref)
+            with trace.span("image.resolve", {"container.image.name": str(ref)}) as span:
+                resolved = client.resolve(ref)
+                span.set_attribute("oci.manifest.digest", resolved.descriptor.digest)
             top_digest = (resolved.index or resolved.descriptor).digest
             self.policy.check(ref.name, top_digest, self._signature_fetcher(client, ref))
             parts = self._fetch_parts(client, resolved)

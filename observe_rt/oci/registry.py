@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from observe_rt import trace
 from observe_rt.errors import InvalidArgument
 from observe_rt.oci import media
 from observe_rt.oci.auth import CredentialsProvider
@@ -171,15 +172,18 @@ class RegistryClient:
         """Stream a blob into `writer`, verifying size and digest; commit, or abort on error."""
         ref = _as_reference(ref)
         progress = _BlobProgress(descriptor)
-        try:
-            self._on_hosts(
-                ref, "pull", f"blob {descriptor.digest} of {ref.name}",
-                lambda c: self._stream_blob(c, descriptor, writer, progress), cancel,
-            )  # fmt: skip
-            writer.commit(descriptor.digest, descriptor.size)
-        except BaseException:
-            writer.abort()
-            raise
+        attributes = {"oci.blob.digest": descriptor.digest, "oci.blob.bytes": descriptor.size,
+                      "oci.blob.media_type": descriptor.media_type}  # fmt: skip
+        with trace.span("image.download", attributes):
+            try:
+                self._on_hosts(
+                    ref, "pull", f"blob {descriptor.digest} of {ref.name}",
+                    lambda c: self._stream_blob(c, descriptor, writer, progress), cancel,
+                )  # fmt: skip
+                writer.commit(descriptor.digest, descriptor.size)
+            except BaseException:
+                writer.abort()
+                raise
         return descriptor.digest
 
     def fetch_blobs(
@@ -193,6 +197,7 @@ class RegistryClient:
         ref, descriptors = _as_reference(ref), list(descriptors)
         cancel = threading.Event()
 
+        @trace.carry  # the download spans are children of the caller's (a pull's) span
         def fetch_one(descriptor: Descriptor) -> str:
             if cancel.is_set():
                 raise RegistryError("cancelled after another download failed")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from observe_rt import trace
 from observe_rt.errors import FailedPrecondition, InvalidArgument, NotFound
 from observe_rt.host import libc
 from observe_rt.host.files import fsync_dir, write_json_atomic
@@ -211,11 +212,14 @@ class SnapshotStore:
                 return existing
             lowers = self.lowerdirs(self._chain_of(parent)) if parent else []
             with self._staging() as tmp:
-                with open_blob() as blob:
+                with open_blob() as blob, trace.span("image.unpack") as span:
                     result = unpack_layer(
                         blob, tmp / "fs", layer_digest=layer_digest, media_type=media_type,
                         expected_diff_id=diff_id, limits=self.limits, parent_dirs=lowers,
                     )  # fmt: skip
+                    span.set_attributes({"oci.layer.digest": layer_digest,
+                                         "oci.layer.bytes": result.bytes,
+                                         "oci.layer.inodes": result.inodes})  # fmt: skip
                 meta = {
                     "chain_id": chain_id, "parent": parent, "diff_id": diff_id,
                     "layer_digest": layer_digest, "bytes": result.bytes, "inodes": result.inodes,

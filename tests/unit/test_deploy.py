@@ -39,7 +39,9 @@ def test_config_example_documents_every_key_with_its_default():
         if field.name == "runtime_handlers":
             index = lines.index("[runtime_handlers]")
         else:
-            index = next(i for i, line in enumerate(lines) if line.startswith(f"{field.name} = "))
+            # A key whose default is "unset" (None) is shown commented out.
+            starts = (f"{field.name} = ", f"# {field.name} = ")
+            index = next(i for i, line in enumerate(lines) if line.startswith(starts))
         assert lines[index - 1].startswith("# "), f"{field.name} has no comment above it"
 
 
