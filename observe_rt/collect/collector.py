@@ -199,6 +199,7 @@ class Collector:
             container_states=Counter(c.state for c in inventory.containers),
             skipped=dict(self._skipped),
             tick_seconds=time.monotonic() - started,
+            unsampled={c.id: c for c in inventory.containers if c.id not in containers},
         )
 
     # -- sampling ------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class InventorySource:
             id=record.id, pod_id=record.sandbox_id, name=config.metadata.name,
             image=record.image, attempt=config.metadata.attempt, state=record.state,
             created_at_ns=record.created_at, started_at_ns=record.started_at,
-            cgroup_path=cgroup_path, cgroup_paths=paths,
+            cgroup_path=cgroup_path, cgroup_id=record.cgroup_id, cgroup_paths=paths,
             writable_layer=os.path.join(record.container_dir, "upper"),
             fs_id=record.container_dir, labels=dict(config.labels),
             annotations=dict(config.annotations),

@@ -8,7 +8,8 @@
 A scrape only reads the last ProbeView: the collector tick drains the kernel counters (at most
 once per `min_interval` seconds) and resolves cgroup ids to the container's cAdvisor identity
 labels (id, name, image, pod, namespace, container) with that tick's Snapshot. Cgroup ids the
-snapshot does not know (untracked, exited, host) are skipped.
+snapshot does not know (untracked, removed, host) are skipped; an exited container keeps its
+series until it is removed.
 
     observe_rt_container_syscalls_total{syscall}                 counter
     observe_rt_container_syscall_errors_total{syscall,errno}     counter
@@ -42,7 +43,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from observe_rt.model.series import BASE_LABELS, container_subject
+from observe_rt.model.series import BASE_LABELS, container_labels
 from observe_rt.model.snapshot import Snapshot
 from observe_rt.probes.events import ContainerCounters, OomKill, ProbeStatus
 from observe_rt.probes.syscall_names import syscall_name
@@ -111,9 +112,9 @@ class ProbeMetrics:
                 ooms = dict(self._oom_kills)
             labels = {}
             for cgroup_id in set(counters) | set(ooms):
-                metrics = snapshot.by_cgroup_id(cgroup_id)
-                if metrics is not None:
-                    labels[cgroup_id] = container_subject(snapshot, metrics).labels
+                info = snapshot.info_by_cgroup_id(cgroup_id)
+                if info is not None:
+                    labels[cgroup_id] = container_labels(snapshot, info)
             self.view = ProbeView(
                 labels=labels,
                 counters={c: n for c, n in counters.items() if c in labels},

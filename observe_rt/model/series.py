@@ -18,7 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .snapshot import CgroupStats, ContainerMetrics, FsStats, NetworkStats, PodMetrics, Snapshot
+from .snapshot import (
+    CgroupStats,
+    ContainerInfo,
+    ContainerMetrics,
+    FsStats,
+    NetworkStats,
+    PodMetrics,
+    Snapshot,
+)
 
 BASE_LABELS = ("id", "name", "image", "pod", "namespace", "container")
 NS = 1e9
@@ -243,13 +251,17 @@ SERIES: tuple[Series, ...] = (
 )
 
 
-def container_subject(snapshot: Snapshot, m: ContainerMetrics) -> Subject:
-    info = m.info
+def container_labels(snapshot: Snapshot, info: ContainerInfo) -> tuple[str, ...]:
+    """BASE_LABELS values of a container: id, name, image, pod, namespace, container."""
     pod = snapshot.pods.get(info.pod_id)
     pod_name, namespace = (pod.info.name, pod.info.namespace) if pod else ("", "")
-    labels = (info.cgroup_path, info.id, info.image, pod_name, namespace, info.name)
+    return (info.cgroup_path, info.id, info.image, pod_name, namespace, info.name)
+
+
+def container_subject(snapshot: Snapshot, m: ContainerMetrics) -> Subject:
+    info = m.info
     return Subject(
-        labels=labels,
+        labels=container_labels(snapshot, info),
         timestamp_ns=m.timestamp_ns,
         last_seen_ns=snapshot.timestamp_ns,
         cgroup=m.cgroup,

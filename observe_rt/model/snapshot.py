@@ -81,6 +81,7 @@ class ContainerInfo:
     created_at_ns: int = 0
     started_at_ns: int = 0
     cgroup_path: str = ""  # the `id` label, e.g. /observe-rt/pod-ab/c0ffee
+    cgroup_id: int = 0  # its v2 cgroup's id as the runtime recorded it (what BPF events carry)
     cgroup_paths: Mapping[str, str] = field(default_factory=dict)
     writable_layer: str = ""  # the overlay upper directory, measured in the background
     fs_id: str = ""  # filesystem of the writable layer: CRI fs_id mountpoint, `device` label
@@ -228,10 +229,14 @@ class Snapshot:
     container_states: Mapping[str, int] = field(default_factory=dict)
     skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> skipped series, cumulative
     tick_seconds: float = 0.0  # how long building this snapshot took
+    # Containers known but not sampled (exited, or unreadable this tick): their probe counters
+    # stay exported until they are removed, as cAdvisor keeps a dead container's series.
+    unsampled: Mapping[str, ContainerInfo] = field(default_factory=dict)
     _by_cgroup_id: Mapping[int, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("containers", "pods", "pod_states", "container_states", "skipped"):
+        for name in ("containers", "pods", "pod_states", "container_states", "skipped",
+                     "unsampled"):  # fmt: skip
             _frozen_map(self, name)
         ids = {m.cgroup_id: cid for cid, m in self.containers.items() if m.cgroup_id}
         object.__setattr__(self, "_by_cgroup_id", MappingProxyType(ids))
@@ -246,6 +251,12 @@ class Snapshot:
         """The container whose v2 cgroup has this id (what BPF events carry)."""
         cid = self._by_cgroup_id.get(cgroup_id)
         return self.containers.get(cid) if cid else None
+
+    def info_by_cgroup_id(self, cgroup_id: int) -> ContainerInfo | None:
+        """Who a cgroup id belongs to, sampled this tick or not (exited containers too)."""
+        if metrics := self.by_cgroup_id(cgroup_id):
+            return metrics.info
+        return next((i for i in self.unsampled.values() if i.cgroup_id == cgroup_id), None)
 
     def containers_of(self, pod_id: str) -> Iterator[ContainerMetrics]:
         return (m for m in self.containers.values() if m.info.pod_id == pod_id)

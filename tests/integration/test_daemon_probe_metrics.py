@@ -85,3 +85,48 @@ def _settles(read, expected: float, timeout: float = 20.0) -> float:
         time.sleep(0.5)
     time.sleep(1.5)  # a couple more ticks: a double count would show now
     return read()
+
+
+def test_tcp_exchange_between_two_pods(daemon):
+    """A client pod fetches 1 MB from a server pod: one connection each way, the bytes within
+    a few percent of the payload, charged to the right container on each side."""
+    stub = daemon.runtime()
+    server_config, client_config = pod_config(daemon), pod_config(daemon)
+    server_pod = run_pod(daemon, server_config)
+    serve = "mkdir /www; head -c 1000000 /dev/zero > /www/f; httpd -f -p 8080 -h /www"
+    server = start_container(daemon, server_pod, server_config,
+                             container_config(daemon, "web", serve))  # fmt: skip
+    status = stub.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=server_pod))
+    client_pod = run_pod(daemon, client_config)
+    fetch = f"sleep 1; wget -q -O /dev/null http://{status.status.network.ip}:8080/f; sleep 300"
+    client = start_container(daemon, client_pod, client_config,
+                             container_config(daemon, "get", fetch))  # fmt: skip
+
+    def tcp(cid: str, what: str, **labels) -> float:
+        return value(scrape(daemon), f"observe_rt_container_tcp_{what}", name=cid, **labels)
+
+    assert _settles(lambda: tcp(client, "received_bytes_total"), 1_000_000) == pytest.approx(
+        1_000_000, rel=0.02
+    )
+    assert tcp(client, "connections_total", direction="active") == 1
+    assert tcp(client, "connections_total", direction="passive") == 0
+    assert tcp(server, "connections_total", direction="passive") == 1
+    assert tcp(server, "connections_total", direction="active") == 0
+    assert tcp(server, "sent_bytes_total") == pytest.approx(1_000_000, rel=0.02)
+    assert tcp(client, "sent_bytes_total") == pytest.approx(tcp(server, "received_bytes_total"))
+    assert tcp(client, "sent_bytes_total") < 1000  # the request only
+
+
+def test_a_container_that_exits_between_ticks_keeps_its_counts(daemon):
+    """23 failing opens and exit, well inside one collector tick: the counts are still its own
+    (and stay exported while the container exists, as cAdvisor keeps a dead container's)."""
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    script = "for i in $(seq 23); do cat /nonexistent 2>/dev/null; done"
+    cid = start_container(daemon, pod_id, config, container_config(daemon, "brief", script))
+    mine = {"name": cid, "syscall": "openat", "errno": "ENOENT"}
+
+    def enoent() -> float:
+        return value(scrape(daemon), "observe_rt_container_syscall_errors_total", **mine)
+
+    assert _settles(enoent, 23) == 23

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import math
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -217,3 +218,15 @@ def test_wrap_tick_runs_previous_hook_and_survives_a_failed_drain():
     hook(snapshot)
     assert seen == [snapshot]
     assert metrics.view.taken_at == 0.0
+
+
+def test_an_exited_container_keeps_its_series_until_removed():
+    exited = ContainerInfo(id="c2", pod_id="p1", name="job", state="EXITED", cgroup_id=77,
+                           cgroup_path="/observe-rt/pod-p1/c2")  # fmt: skip
+    snapshot = replace(_snapshot(), unsampled={"c2": exited})
+    assert snapshot.info_by_cgroup_id(77) is exited and snapshot.info_by_cgroup_id(78) is None
+    metrics = ProbeMetrics(FakeProbes({77: _counters(77), 78: _counters(78)}))
+    metrics.refresh(snapshot)
+    calls = _scrape(metrics)["observe_rt_container_syscalls_total"]
+    assert {lab["name"] for lab, _ in calls} == {"c2"}  # 78: nobody's, skipped
+    assert {lab["pod"] for lab, _ in calls} == {"web"}
