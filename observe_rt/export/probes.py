@@ -164,7 +164,8 @@ class ProbeMetrics:
         )
         duration = HistogramMetricFamily(
             "observe_rt_container_syscall_duration_seconds",
-            f"Syscall latency (log2 buckets), for the container's top {self._top} syscalls.",
+            f"Syscall latency (buckets 4x apart, 1 us to 1 s), for the container's top "
+            f"{self._top} syscalls.",
             labels=[*base, "syscall"],
         )
         ooms = CounterMetricFamily(

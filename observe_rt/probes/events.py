@@ -118,8 +118,8 @@ class SyscallStats:
         return sum(self.histogram)
 
     def latency_buckets(self) -> list[tuple[float, int]]:
-        """Cumulative (upper bound in seconds, count) pairs, Prometheus style."""
-        return histogram.cumulative_buckets(self.histogram)
+        """Cumulative (upper bound in seconds, count) pairs, Prometheus style (EXPORT_SLOTS)."""
+        return histogram.cumulative_buckets(self.histogram, histogram.EXPORT_SLOTS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,9 @@ def test_cumulative_buckets_end_with_total():
     assert le_512ns == 3
     values = [count for _, count in buckets]
     assert values == sorted(values)
+    exported = histogram.cumulative_buckets(counts, histogram.EXPORT_SLOTS)
+    assert [le for le, _ in exported[:2]] == [2**10 / 1e9, 2**12 / 1e9]  # 1 us, 4 us
+    assert exported[0][1] == 3 and exported[-1] == (math.inf, 6)
 
 
 def test_quantile_and_merge():
