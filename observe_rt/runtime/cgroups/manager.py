@@ -147,10 +147,18 @@ class CgroupManager:
             raise
 
     def apply_after_init(self) -> None:
-        """The writes create() left for when the container's init has built its rootfs."""
+        """The writes create() left for when the container's init has built its rootfs, and
+        the device filter of the v2 cgroup (it would refuse the mknods of /dev too)."""
         for write in self._plan.writes if self._plan else ():
             if write.after_init:
                 self._apply(write)
+        if self._plan and self._plan.device_rules:
+            from observe_rt.runtime.cgroups import devices_bpf
+
+            try:
+                devices_bpf.apply(self._dirs["unified"], list(self._plan.device_rules))
+            except OSError as err:
+                raise CgroupError(f"cgroup: cannot install the device filter: {err}") from err
 
     def apply_writes(self) -> None:
         """Write the plan's limits to existing directories (a resource update).

@@ -53,6 +53,9 @@ class CgroupPlan:
     writes: tuple[Write, ...] = ()
     cpuset_inherit: bool = False  # v1: copy cpuset.cpus/mems down new levels
     warnings: tuple[str, ...] = ()
+    # (allow, "c 1:3 rwm") rules for the BPF device filter of the container's v2 cgroup: the
+    # only enforcement on pure v2, a second one beside devices.allow/deny on hybrid hosts.
+    device_rules: tuple[tuple[bool, str], ...] = ()
 
 
 def normalize_cgroups_path(cgroups_path: str | None, container_id: str = "") -> str:
@@ -144,4 +147,5 @@ def plan(
         writes=tuple(writes),
         cpuset_inherit=layout.mode != "v2" and "cpuset" in dirs,
         warnings=tuple(res.warnings),
+        device_rules=tuple(res.device_rules) if "unified" in dirs else (),
     )
