@@ -8,8 +8,9 @@ or pod up again, since it may have stopped in between.
 from __future__ import annotations
 
 from observe_rt import errors
-from observe_rt.stream import attach, portforward, process, remotecommand
+from observe_rt.stream import attach, portforward, process, remotecommand, spdy_portforward
 from observe_rt.stream.server import StreamServer
+from observe_rt.stream.spdy_session import SpdySession
 from observe_rt.stream.websocket import WebSocket
 
 
@@ -97,7 +98,11 @@ class CriStreams:
 
         attach.run_attach(ws, record.log_path, running, want, request.tty)
 
-    def _portforward(self, request, ws: WebSocket, query: dict) -> None:
+    def _portforward(self, request, ws: WebSocket | SpdySession, query: dict) -> None:
+        if isinstance(ws, SpdySession):  # SPDY: the client opens a stream pair per connection
+            sandbox = self.sandboxes.get(request.pod_sandbox_id)
+            spdy_portforward.run_portforward(ws, portforward.connector(sandbox.netns_path))
+            return
         try:
             ports = portforward.parse_ports(query.get("port", [])) or list(request.port)
             sandbox = self.sandboxes.get(request.pod_sandbox_id)
