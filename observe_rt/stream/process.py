@@ -54,8 +54,12 @@ class ExecProcess:
         self.stdin = None
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        # The command's group, and the command itself: its pid comes right after fork, and
+        # until it has called setsid() there is no group of that id (a client that drops at
+        # once would leave it running).
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(self.pid, signal.SIGKILL)
 
     def exit_code(self) -> int | None:
         """The command's exit code once the helper reported it (blocks); None if it died."""

@@ -92,6 +92,14 @@ class SpdyClient:
         self._reader.join(10)
         self.sock.close()
 
+    def vanish(self) -> None:
+        """Gone without a word (no GOAWAY): a crashed client. shutdown() first, since a plain
+        close() does not end a socket that our reader thread is blocked in."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self._reader.join(10)
+        self.sock.close()
+
     # --- reading --------------------------------------------------------------------------------
 
     def wait(self, predicate, timeout: float = 30) -> bool:
