@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
 import time
 
 import pytest
@@ -11,6 +15,7 @@ from observe_rt.cri.v1 import api_pb2
 from observe_rt.stream import spdy
 from tests.integration.test_stream import _exec_sync, _no_more, _resources, _wait_for_httpd
 from tests.support.daemon import container_config, pod_config, run_pod, start_container
+from tests.support.fake_apiserver import POD_NAME, FakeApiServer
 from tests.support.spdy_client import SpdyClient, handshake
 
 pytestmark = pytest.mark.root
@@ -164,3 +169,59 @@ def test_disconnects_and_malformed_input_leave_nothing_behind(daemon, pod):
         time.sleep(0.3)
     assert "sleep 1000" not in ps
     assert _no_more(_resources(pid), before), (_resources(pid), before)
+
+
+# --- kubectl (client-go + moby/spdystream) as the client, where it is installed -------------
+
+needs_kubectl = pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
+SPDY_ONLY = {
+    "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false",
+    "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false",
+}
+
+
+@pytest.fixture
+def kubectl(tmp_path):
+    with FakeApiServer() as api:
+        config = api.kubeconfig(tmp_path / "kubeconfig")
+        env = dict(os.environ, **SPDY_ONLY, HOME=str(tmp_path))
+        yield api, ["kubectl", "--kubeconfig", config], env
+
+
+@needs_kubectl
+def test_kubectl_exec_over_spdy(daemon, pod, kubectl):
+    _, cid = pod
+    api, argv, env = kubectl
+    request = api_pb2.ExecRequest(container_id=cid, cmd=["sh", "-c", "cat; echo err >&2; exit 3"],
+                                  stdin=True, stdout=True, stderr=True)  # fmt: skip
+    api.upstream = daemon.runtime().Exec(request, timeout=30).url
+    command = [*argv, "exec", "-i", POD_NAME, "--", "ignored"]  # the command is the RPC's
+    result = subprocess.run(command, input="from kubectl\n", capture_output=True, text=True,
+                            env=env, timeout=120)  # fmt: skip
+    assert api.upgrades == ["SPDY/3.1"]
+    assert result.stdout == "from kubectl\n", result.stderr
+    assert "err\n" in result.stderr and result.returncode == 3, result.stderr
+
+
+@needs_kubectl
+def test_kubectl_port_forward_over_spdy(daemon, pod, kubectl):
+    pod_id, cid = pod
+    _wait_for_httpd(daemon, cid)
+    api, argv, env = kubectl
+    request = api_pb2.PortForwardRequest(pod_sandbox_id=pod_id)
+    api.upstream = daemon.runtime().PortForward(request, timeout=30).url
+    command = [*argv, "port-forward", f"pod/{POD_NAME}", ":8080"]
+    forward = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        line = forward.stdout.readline()  # Forwarding from 127.0.0.1:<port> -> 8080
+        local = int(line.split("127.0.0.1:")[1].split()[0])
+        for _ in range(2):  # a stream pair per connection, over kubectl's one SPDY session
+            with socket.create_connection(("127.0.0.1", local), timeout=30) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                reply = b"".join(iter(lambda c=conn: c.recv(65536), b""))
+            assert b"200 OK" in reply and b"hello-pf" in reply
+        assert api.upgrades == ["SPDY/3.1"]
+    finally:
+        forward.terminate()
+        forward.wait(30)

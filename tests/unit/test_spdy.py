@@ -103,6 +103,24 @@ def test_frames_with_headers_round_trip_through_a_connection():
     assert syn[8:18] == bytes.fromhex("00000005 00000000 0000")
 
 
+# The first SYN_STREAMs of `kubectl exec -i` (client-go + moby/spdystream, Go's zlib), captured
+# on the wire: they share one compression context, so each depends on the ones before.
+KUBECTL_SYN_STREAMS = (
+    "80030001 00000029 00000001 00000000 0000 78f9e3c6a7c2 6260606004a7b392a2d4c45c6851c29a0a"
+    "0a6800000000ffff"
+    "80030001 00000017 00000003 00000000 0000 c22e555c92929907000000ffff"
+    "80030001 00000019 00000005 00000000 0000 c22ac5565c92925f5a02000000ffff"
+    "80030001 00000015 00000007 00000000 0000 c229975a5404000000ffff"
+)
+
+
+def test_reads_header_blocks_compressed_by_go():
+    read, codec = reader(bytes.fromhex(KUBECTL_SYN_STREAMS.replace(" ", ""))), spdy.HeaderCodec()
+    frames = [spdy.read_frame(read, codec) for _ in range(4)]
+    assert frames == [spdy.SynStream(stream_id, {"streamtype": kind}) for stream_id, kind in
+                      ((1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr"))]  # fmt: skip
+
+
 def test_unknown_control_frames_are_skipped():
     wire = bytes.fromhex("8003000a 00000003 010203") + spdy.encode(spdy.Ping(3))
     read, codec = reader(wire), spdy.HeaderCodec()
