@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,8 @@ def pod(daemon):
     script = ("mkdir -p /tmp/www && echo hello-pf > /tmp/www/index.html && "
               "httpd -p 8080 -h /tmp/www && exec sleep 86400")  # fmt: skip
     cid = start_container(daemon, pod_id, config, container_config(daemon, "app", script))
+    ticker = "while true; do echo tick; echo tock >&2; sleep 0.2; done"
+    start_container(daemon, pod_id, config, container_config(daemon, "ticker", ticker))
     return pod_id, cid
 
 
@@ -117,6 +120,19 @@ def test_port_forward_to_httpd_in_the_pod(daemon, pod):
     client.close()
 
 
+def test_attach_streams_a_running_containers_output(daemon, pod):
+    pod_id, _ = pod
+    listing = daemon.runtime().ListContainers(api_pb2.ListContainersRequest(
+        filter=api_pb2.ContainerFilter(pod_sandbox_id=pod_id)))  # fmt: skip
+    ticker = next(c.id for c in listing.containers if c.metadata.name == "ticker")
+    request = api_pb2.AttachRequest(container_id=ticker, stdout=True, stderr=True)
+    client = SpdyClient.connect(daemon.runtime().Attach(request, timeout=30).url, [V4])
+    ids = client.open_exec_streams(stdin=False, stdout=True, stderr=True, tty=False)
+    assert client.wait(lambda: b"tick\n" in client.output(ids["stdout"]), timeout=30)
+    assert client.wait(lambda: b"tock\n" in client.output(ids["stderr"]), timeout=30)
+    client.close()
+
+
 def test_protocol_refusal_and_single_use_token(daemon, pod):
     _, cid = pod
     request = api_pb2.ExecRequest(container_id=cid, cmd=["true"], stdout=True)
@@ -152,6 +168,11 @@ def test_disconnects_and_malformed_input_leave_nothing_behind(daemon, pod):
         if garbage != MALFORMED[-1]:
             assert client.wait(lambda c=client: c.eof, timeout=30)
             assert client.goaway is not None and client.goaway.status == spdy.GOAWAY_PROTOCOL_ERROR
+        client.vanish()
+    for garbage in MALFORMED * 5:  # the same on port-forward sessions: nothing to start there
+        request = api_pb2.PortForwardRequest(pod_sandbox_id=pod[0])
+        client = SpdyClient.connect(daemon.runtime().PortForward(request).url, [PORTFORWARD])
+        client.sock.sendall(garbage)
         client.vanish()
     for _ in range(3):  # a port-forward whose client vanishes mid-connection
         request = api_pb2.PortForwardRequest(pod_sandbox_id=pod[0])
@@ -201,6 +222,22 @@ def test_kubectl_exec_over_spdy(daemon, pod, kubectl):
     assert api.upgrades == ["SPDY/3.1"]
     assert result.stdout == "from kubectl\n", result.stderr
     assert "err\n" in result.stderr and result.returncode == 3, result.stderr
+
+
+@needs_kubectl
+@pytest.mark.skipif(not shutil.which("script"), reason="script (util-linux) is not installed")
+def test_kubectl_exec_with_a_terminal(daemon, pod, kubectl):
+    _, cid = pod
+    api, argv, env = kubectl
+    script = "read x; echo got-$x; test -t 0 && exit 5"
+    request = api_pb2.ExecRequest(container_id=cid, cmd=["sh", "-c", script], tty=True,
+                                  stdin=True, stdout=True)  # fmt: skip
+    api.upstream = daemon.runtime().Exec(request, timeout=30).url
+    inner = shlex.join([*argv, "exec", "-it", POD_NAME, "--", "ignored"])
+    # kubectl wants a terminal for -t: script(1) gives it one
+    result = subprocess.run(["script", "-qec", inner, "/dev/null"], input="abc\n",
+                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert "got-abc" in result.stdout and result.returncode == 5, (result.stdout, result.stderr)
 
 
 @needs_kubectl

@@ -14,10 +14,10 @@ import pytest
 
 from observe_rt.stream import remotecommand, spdy, spdy_portforward
 from observe_rt.stream.server import StreamServer
-from observe_rt.stream.spdy_channels import wanted_streams
+from observe_rt.stream.spdy_channels import RemoteCommandStreams, await_streams, wanted_streams
 from observe_rt.stream.spdy_server import negotiate, offered_protocols
 from observe_rt.stream.spdy_session import SpdySession
-from observe_rt.stream.websocket import ConnectionClosed, HandshakeError
+from observe_rt.stream.websocket import OP_BINARY, ConnectionClosed, HandshakeError
 from tests.support.spdy_client import SpdyClient, StreamRefused, handshake
 
 V4, V3 = "v4.channel.k8s.io", "v3.channel.k8s.io"
@@ -201,6 +201,23 @@ def test_reads_are_acknowledged_and_pings_answered():
     assert {(u.stream_id, u.delta) for u in client.window_updates} == {(1, 40_000), (0, 40_000)}
     client.close()
     session.sock.close()
+
+
+def test_setup_gives_up_when_streams_do_not_come_and_keeps_early_data():
+    session, client = session_pair()
+    client.write(spdy.SynStream(1, {"streamtype": "stdin"}))
+    client.send(1, b"early")
+    with pytest.raises(ConnectionClosed):
+        await_streams(session, {"stdin", "error"}, timeout=0.5)
+    session, client = session_pair()
+    client.write(spdy.SynStream(1, {"streamtype": "stdin"}))
+    client.send(1, b"early", fin=True)
+    client.write(spdy.SynStream(3, {"streamtype": "error"}))
+    streams, early = await_streams(session, {"stdin", "error"}, timeout=5)
+    channels = RemoteCommandStreams(session, V4, streams, early)
+    assert channels.receive() == (OP_BINARY, b"\x00early")
+    assert channels.receive() == (OP_BINARY, bytes([remotecommand.CLOSE, remotecommand.STDIN]))
+    client.close()
 
 
 class _Echo(socketserver.BaseRequestHandler):
