@@ -150,6 +150,7 @@ class _Forwarder:
             self.pairs.pop(pair.request_id, None)
             for stream in (pair.data, pair.error):
                 self.by_stream.pop(stream.id, None)
+                self.session.forget(stream)  # a client need not half-close a finished pair
 
     def stop(self) -> None:
         """The connection is over: wake every pair thread and wait for it."""

@@ -180,7 +180,7 @@ class SpdySession:
         with windows.cond:
             if initial > spdy.MAX_WINDOW:
                 raise spdy.ProtocolError(f"initial window {initial} above 2^31 - 1")
-            for stream in self._streams.values():
+            for stream in list(self._streams.values()):  # writers may drop theirs meanwhile
                 stream.send_window += initial - windows.initial
             windows.initial, windows.enforced = initial, True
             windows.cond.notify_all()
@@ -242,6 +242,11 @@ class SpdySession:
             pass
         self.closed = True
         self._wake()
+
+    def forget(self, stream: Stream) -> None:
+        """We are done with `stream` whatever the client still does: more DATA on it gets
+        RST_STREAM, and it no longer counts towards MAX_STREAMS."""
+        self._streams.pop(stream.id, None)
 
     def _forget_if_done(self, stream: Stream) -> None:
         if stream.local_done and stream.remote_done:
