@@ -153,13 +153,27 @@ MALFORMED = [
 ]
 
 
-def test_disconnects_and_malformed_input_leave_nothing_behind(daemon, pod):
-    _, cid = pod
+def test_100_disconnects_and_malformed_inputs_leave_nothing_behind(daemon, pod):
+    pod_id, cid = pod
     pid = daemon.process.pid
     finish(*exec_client(daemon, cid, ["true"], stdin=False))  # warm up
     before = _resources(pid)
-    for tty in (False, True) * 3:  # gone mid-stream, without GOAWAY
-        client, ids = exec_client(daemon, cid, ["sleep", "1000"], tty=tty, stderr=not tty)
+    calls = _exec_drops(daemon, cid) + _portforward_drops(daemon, pod_id)
+    assert calls == 100
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
+        if "sleep 1000" not in ps and _no_more(_resources(pid), before):
+            break
+        time.sleep(0.3)
+    assert "sleep 1000" not in ps
+    assert _no_more(_resources(pid), before), (_resources(pid), before)
+
+
+def _exec_drops(daemon, cid) -> int:
+    """Exec clients gone mid-stream without GOAWAY, then ones sending garbage (10 calls)."""
+    for tty in (False, True) * 3:
+        client, _ = exec_client(daemon, cid, ["sleep", "1000"], tty=tty, stderr=not tty)
         time.sleep(0.2)
         client.vanish()
     for garbage in MALFORMED:
@@ -169,27 +183,23 @@ def test_disconnects_and_malformed_input_leave_nothing_behind(daemon, pod):
             assert client.wait(lambda c=client: c.eof, timeout=30)
             assert client.goaway is not None and client.goaway.status == spdy.GOAWAY_PROTOCOL_ERROR
         client.vanish()
-    for garbage in MALFORMED * 5:  # the same on port-forward sessions: nothing to start there
-        request = api_pb2.PortForwardRequest(pod_sandbox_id=pod[0])
+    return 6 + len(MALFORMED)
+
+
+def _portforward_drops(daemon, pod_id) -> int:
+    """Port-forward sessions sent garbage, then ones dropped mid-connection (90 calls)."""
+    request = api_pb2.PortForwardRequest(pod_sandbox_id=pod_id)
+    for garbage in MALFORMED * 20:
         client = SpdyClient.connect(daemon.runtime().PortForward(request).url, [PORTFORWARD])
         client.sock.sendall(garbage)
         client.vanish()
-    for _ in range(3):  # a port-forward whose client vanishes mid-connection
-        request = api_pb2.PortForwardRequest(pod_sandbox_id=pod[0])
+    for _ in range(10):
         client = SpdyClient.connect(daemon.runtime().PortForward(request).url, [PORTFORWARD])
-        client.send(client.open({"streamtype": "error", "port": "8080", "requestid": "0"}),
-                    fin=True)  # fmt: skip
-        client.send(client.open({"streamtype": "data", "port": "8080", "requestid": "0"}),
-                    b"GET / HTTP/1.0\r\n")  # fmt: skip
+        headers = {"port": "8080", "requestid": "0"}
+        client.send(client.open({"streamtype": "error", **headers}), fin=True)
+        client.send(client.open({"streamtype": "data", **headers}), b"GET / HTTP/1.0\r\n")
         client.vanish()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
-        if "sleep 1000" not in ps and _no_more(_resources(pid), before):
-            break
-        time.sleep(0.3)
-    assert "sleep 1000" not in ps
-    assert _no_more(_resources(pid), before), (_resources(pid), before)
+    return len(MALFORMED) * 20 + 10
 
 
 # --- kubectl (client-go + moby/spdystream) as the client, where it is installed -------------
