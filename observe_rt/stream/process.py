@@ -54,9 +54,8 @@ class ExecProcess:
         self.stdin = None
 
     def kill(self) -> None:
-        # The command's group, and the command itself: its pid comes right after fork, and
-        # until it has called setsid() there is no group of that id (a client that drops at
-        # once would leave it running).
+        """The command's whole session; the command itself too, in case it has not yet called
+        setsid (a client can leave within a millisecond of the start)."""
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(self.pid, signal.SIGKILL)
