@@ -1,1 +1,1 @@
-"""Streaming server for CRI Exec, Attach and PortForward (WebSocket remotecommand/portforward)."""
+"""Streaming server for CRI Exec, Attach and PortForward (WebSocket and SPDY/3.1)."""

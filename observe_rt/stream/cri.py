@@ -7,10 +7,15 @@ or pod up again, since it may have stopped in between.
 
 from __future__ import annotations
 
+import logging
+
 from observe_rt import errors
-from observe_rt.stream import attach, portforward, process, remotecommand
+from observe_rt.stream import attach, portforward, process, remotecommand, spdy_portforward
 from observe_rt.stream.server import StreamServer
+from observe_rt.stream.spdy_session import SpdySession
 from observe_rt.stream.websocket import WebSocket
+
+log = logging.getLogger("observe_rt.stream")
 
 
 class CriStreams:
@@ -110,7 +115,10 @@ class CriStreams:
         inputs = attach.AttachInput(sink, resize)
         attach.run_attach(ws, record.log_path, running, want, request.tty, inputs)
 
-    def _portforward(self, request, ws: WebSocket, query: dict) -> None:
+    def _portforward(self, request, ws: WebSocket | SpdySession, query: dict) -> None:
+        if isinstance(ws, SpdySession):  # SPDY: the client opens a stream pair per connection
+            self._portforward_spdy(request, ws)
+            return
         try:
             ports = portforward.parse_ports(query.get("port", [])) or list(request.port)
             sandbox = self.sandboxes.get(request.pod_sandbox_id)
@@ -121,6 +129,14 @@ class CriStreams:
             ws.send(bytes([1]) + b"port-forward refused: no port requested")
             return
         portforward.run_portforward(ws, ports, portforward.connector(sandbox.netns_path))
+
+    def _portforward_spdy(self, request, session: SpdySession) -> None:
+        try:
+            sandbox = self.sandboxes.get(request.pod_sandbox_id)
+        except errors.ObserveRtError as err:
+            log.info("SPDY port-forward refused: %s", err)  # the session ends with GOAWAY
+            return
+        spdy_portforward.run_portforward(session, portforward.connector(sandbox.netns_path))
 
 
 def _check_streams(request) -> None:

@@ -3,10 +3,11 @@
     RPC validates ─> cache.put(request) ─> http://127.0.0.1:<port>/<kind>/<token>
     client GET (Upgrade: websocket, Sec-WebSocket-Protocol) ─> token taken (once, 60 s)
     ─> 101 Switching Protocols ─> the kind's handler runs the session on the socket
+    client GET/POST (Upgrade: SPDY/3.1, X-Stream-Protocol-Version) ─> spdy_server.py
 
 Loopback by default (127.0.0.1:0: an ephemeral port), like the kubelet's own streaming server
-for CRI runtimes. One thread per connection; it ends with the session. WebSocket only: SPDY
-clients get 400 with a message saying so.
+for CRI runtimes. One thread per connection; it ends with the session. Both transports
+kubelet, kubectl and crictl use: WebSocket (v4/v5 channels) and SPDY/3.1 (v1-v4).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from observe_rt.stream import portforward, remotecommand
+from observe_rt.stream import portforward, remotecommand, spdy_server
 from observe_rt.stream.cache import DEFAULT_TTL, TokenCache
 from observe_rt.stream.websocket import WebSocket, accept_key
 
@@ -88,10 +89,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
         entry = server.cache.pop(token) if kind in KINDS else None
         if entry is None or entry[0] != kind:
             return self._refuse(404, "unknown or expired streaming token")
+        if spdy_server.is_spdy_upgrade(self.headers):
+            spdy_server.serve(self, kind, entry[1], server.handlers[kind], parse_qs(url.query),
+                              self._refuse)  # fmt: skip
+            self.close_connection = True
+            return
         if self.headers.get("Upgrade", "").lower() != "websocket" or not self.headers.get(
             "Sec-WebSocket-Key"
         ):
-            return self._refuse(400, "only WebSocket streaming is supported (no SPDY)")
+            return self._refuse(400, "a WebSocket or SPDY/3.1 upgrade is required")
         offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")
                    if p.strip()]  # fmt: skip
         negotiate = portforward.negotiate if kind == "portforward" else remotecommand.negotiate
@@ -109,7 +115,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             ws.close()
             self.close_connection = True
 
-    do_POST = do_GET  # noqa: N815 - SPDY clients POST; they get the same clear refusal
+    do_POST = do_GET  # noqa: N815 - SPDY clients (client-go) POST
 
     def _switch(self, protocol: str) -> None:
         self.send_response(101)
@@ -121,9 +127,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
 
-    def _refuse(self, code: int, message: str) -> None:
+    def _refuse(self, code: int, message: str, headers: list[tuple[str, str]] = ()) -> None:
         body = message.encode() + b"\n"
         self.send_response(code)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
