@@ -15,7 +15,7 @@ import pytest
 from observe_rt.cri.v1 import api_pb2
 from observe_rt.stream import spdy
 from tests.integration.test_stream import _exec_sync, _no_more, _resources, _wait_for_httpd
-from tests.support.daemon import container_config, pod_config, run_pod, start_container
+from tests.support.daemon import container_config, pod_config, run_pod, start_container, status
 from tests.support.fake_apiserver import POD_NAME, FakeApiServer
 from tests.support.spdy_client import SpdyClient, handshake
 
@@ -272,3 +272,23 @@ def test_kubectl_port_forward_over_spdy(daemon, pod, kubectl):
     finally:
         forward.terminate()
         forward.wait(30)
+
+
+def test_attach_with_stdin_to_a_shell(daemon):
+    """kubectl attach -i over SPDY: stdin reaches a bare `sh` through the pod shim."""
+    config = pod_config(daemon)
+    pod_id = run_pod(daemon, config)
+    shell = container_config(daemon, "shell", "", stdin=True, stdin_once=True)
+    shell.command[:], shell.args[:] = ["sh"], []
+    cid = start_container(daemon, pod_id, config, shell)
+    request = api_pb2.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)
+    client = SpdyClient.connect(daemon.runtime().Attach(request, timeout=30).url, [V4])
+    ids = client.open_exec_streams(stdin=True, stdout=True, stderr=True, tty=False)
+    client.send(ids["stdin"], b"echo spdy-$((40 + 2))\n")
+    assert client.wait(lambda: b"spdy-42\n" in client.output(ids["stdout"]), timeout=30)
+    client.send(ids["stdin"], fin=True)  # end of stdin: stdin_once closes it, sh ends
+    deadline = time.monotonic() + 30
+    while status(daemon, cid).state != api_pb2.CONTAINER_EXITED:
+        assert time.monotonic() < deadline, "sh did not end after stdin closed"
+        time.sleep(0.2)
+    client.close()
