@@ -1,0 +1,282 @@
+"""The screen of `observe-rt top`, a pure function of (Frame, UiState, height).
+
+    ┌ header ──── node CPU and memory, pods and containers by state, probes, lost, uptime ┐
+    │ container table (sorted, filtered; the selected row highlighted)                    │
+    │ detail pane: top syscalls │ OOM kills, last exit, flows, execs   (Enter toggles)   │
+    │ events ticker: OOM kills, exits, restarts, probe errors (newest first)              │
+    └ footer ───── keys, sort, filter, daemon errors ─────────────────────────────────────┘
+
+No I/O and no clock here: times are shown relative to frame.fetched_ns, so a test renders a
+fixed Frame into a fixed-size Console and compares text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from observe_rt.top.keys import FOOTER
+from observe_rt.top.model import Frame, Row, UiState, selected_row, visible_rows
+
+HEADER_LINES = 2
+DETAIL_LINES = 9
+EVENT_LINES = 5
+TABLE_CHROME = 4  # panel border (2) + column header + its rule
+COLUMNS = (
+    ("NAMESPACE/POD/CONTAINER", "left"), ("STATE", "left"), ("RST", "right"),
+    ("CPU%", "right"), ("CPU%LIM", "right"), ("MEM", "right"), ("MEM%LIM", "right"),
+    ("OOM", "right"), ("SYSC/s", "right"), ("ERR/s", "right"), ("TOP SYSCALL", "left"),
+    ("TCP", "right"), ("RX/s", "right"), ("TX/s", "right"),
+)  # fmt: skip
+STATE_STYLE = {"RUNNING": "green", "EXITED": "red", "CREATED": "yellow", "UNKNOWN": "magenta"}
+EVENT_STYLE = {"oom": "bold red", "exit": "yellow", "restart": "cyan", "probe": "magenta"}
+
+
+def _fixed_lines(detail: bool) -> int:
+    """Lines of everything but the table's rows: panels with borders, and the footer."""
+    return HEADER_LINES + 2 + EVENT_LINES + 2 + 1 + (DETAIL_LINES + 2 if detail else 0)
+
+
+def natural_height(frame: Frame, ui: UiState) -> int:
+    """The height at which every visible row fits (--once into a file or a pipe)."""
+    rows = visible_rows(frame, ui)
+    detail = ui.detail and bool(rows)
+    return _fixed_lines(detail) + TABLE_CHROME + max(len(rows), 1)
+
+
+def render(frame: Frame, ui: UiState, height: int) -> RenderableType:
+    """The whole screen in exactly `height` lines (fewer table rows when it is small)."""
+    rows = visible_rows(frame, ui)
+    selected = selected_row(rows, ui)
+    detail = ui.detail and selected is not None
+    table_rows = max(height - _fixed_lines(detail) - TABLE_CHROME, 1)
+    parts: list[RenderableType] = [
+        Panel(header(frame), box=box.SQUARE, title="observe-rt top", title_align="left"),
+        Panel(table(rows, selected, table_rows), box=box.SQUARE, height=table_rows + TABLE_CHROME,
+              title=f"containers ({len(rows)}/{len(frame.rows)})", title_align="left"),
+    ]  # fmt: skip
+    if detail:
+        parts.append(Panel(detail_pane(frame, selected), box=box.SQUARE, height=DETAIL_LINES + 2,
+                           title=f"detail: {selected.key}", title_align="left"))  # fmt: skip
+    parts.append(Panel(ticker(frame.events, frame.fetched_ns, EVENT_LINES), box=box.SQUARE,
+                       height=EVENT_LINES + 2, title="events", title_align="left"))  # fmt: skip
+    parts.append(footer(frame, ui))
+    return Group(*parts)
+
+
+# --- header ------------------------------------------------------------------------------------
+
+
+def header(frame: Frame) -> Text:
+    node = frame.node
+    cpu = node.get("cpu_percent")
+    used, total = node.get("memory_used_bytes"), node.get("memory_total_bytes")
+    text = Text()
+    text.append("node ", style="bold")
+    text.append(f"CPU {_num(cpu, '.0f')}% of {node.get('cpus', '?')} cores  ")
+    if total:
+        text.append(f"mem {human_bytes(used)}/{human_bytes(total)} ({100 * used / total:.0f}%)  ")
+    text.append(f"pods {_states(frame.pods)}  containers {_states(frame.container_states)}")
+    text.append("\n")
+    probes = frame.probes
+    up = probes.get("up", {})
+    if probes.get("available"):
+        names = " ".join(f"{n}{'' if ok else '(down)'}" for n, ok in sorted(up.items()))
+        text.append(f"probes {names}", style="green" if all(up.values()) else "yellow")
+    else:
+        text.append(f"probes off: {probes.get('reason', 'unknown')}", style="yellow")
+    lost = probes.get("events_lost", 0)
+    text.append(f"  events lost {lost}", style="red" if lost else "")
+    text.append(f"  daemon up {duration(frame.uptime_s)}")
+    return text
+
+
+def _states(states: Mapping[str, int]) -> str:
+    if not states:
+        return "0"
+    return " ".join(f"{state.lower()} {count}" for state, count in sorted(states.items()))
+
+
+# --- container table ---------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Row], selected: Row | None, height: int) -> Table:
+    grid = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False,
+                 padding=(0, 1))  # fmt: skip
+    for name, justify in COLUMNS:
+        grid.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
+                        ratio=3 if name.startswith("NAMESPACE") else None)  # fmt: skip
+    for row in _window(rows, selected, height):
+        style = "reverse" if selected is not None and row.key == selected.key else ""
+        grid.add_row(*cells(row), style=style)
+    return grid
+
+
+def _window(rows: Sequence[Row], selected: Row | None, height: int) -> Sequence[Row]:
+    """`height` rows that include the selected one (scrolled as little as needed)."""
+    index = rows.index(selected) if selected in rows else 0
+    start = max(index - height + 1, 0)
+    return rows[start : start + height]
+
+
+def cells(row: Row) -> list[Text | str]:
+    return [
+        row.key,
+        Text(row.state.lower(), style=STATE_STYLE.get(row.state, "")),
+        str(row.restarts),
+        _num(row.cpu_percent, ".1f"),
+        _num(row.cpu_limit_percent, ".0f"),
+        human_bytes(row.memory_bytes),
+        _num(row.memory_limit_percent, ".0f"),
+        Text(str(row.oom_kills), style="bold red" if row.oom_kills else ""),
+        _num(row.syscalls_per_s, ".0f"),
+        Text(_num(row.errors_per_s, ".0f"), style="red" if row.errors_per_s else ""),
+        row.top_syscall or "-",
+        _num(row.tcp_connections, "d"),
+        human_bytes(row.rx_per_s),
+        human_bytes(row.tx_per_s),
+    ]
+
+
+# --- detail pane -------------------------------------------------------------------------------
+
+
+def detail_pane(frame: Frame, row: Row) -> Table:
+    grid = Table.grid(expand=True, padding=(0, 2))
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    grid.add_row(syscall_table(row.detail.get("syscalls", [])), activity(frame, row))
+    return grid
+
+
+def syscall_table(syscalls: Sequence[Mapping]) -> Table:
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), expand=True)
+    for name, justify in (("SYSCALL", "left"), ("/s", "right"), ("CALLS", "right"),
+                          ("ERRORS", "left"), ("MEAN", "right"), ("P99<", "right")):  # fmt: skip
+        grid.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
+    for s in syscalls[: DETAIL_LINES - 1]:
+        errnos = " ".join(f"{e}:{n}" for e, n in sorted(s.get("errnos", {}).items()))
+        grid.add_row(s["name"], _num(s.get("per_s"), ".0f"), str(s["calls"]),
+                     Text(errnos or str(s.get("errors", 0)), style="red" if errnos else ""),
+                     nanos(s.get("mean_ns")), nanos(s.get("p99_ns")))  # fmt: skip
+    if not syscalls:
+        grid.add_row("no syscall counts (probes off or not running)", "", "", "", "", "")
+    return grid
+
+
+def activity(frame: Frame, row: Row) -> Text:
+    """OOM kills with their victim, the last exit, recent flows and execs; newest first."""
+    now = frame.fetched_ns
+    text = Text(overflow="ellipsis", no_wrap=True)
+    ooms = [e for e in frame.events if e.get("kind") == "oom" and _is(row, e)]
+    for event in ooms[-2:][::-1]:
+        text.append(f"OOM  {ago(event['time_ns'], now)}  {event['text']}\n", style="bold red")
+    exit_ = frame.last_exit
+    if exit_ is not None and exit_.container_id in row.attempts:
+        message = f"  {exit_.message}" if exit_.message else ""
+        text.append(f"exit {ago(exit_.finished_at_ns, now)}  attempt {exit_.attempt}: "
+                    f"{exit_.reason or 'exited'} code {exit_.exit_code}{message}\n",
+                    style="yellow")  # fmt: skip
+    for flow in list(row.detail.get("flows", []))[-3:][::-1]:
+        text.append(f"flow {ago(flow['time_ns'], now)}  {flow['direction']:<7} "
+                    f"{flow['local']} → {flow['peer']}  sent {human_bytes(flow['bytes_sent'])} "
+                    f"recv {human_bytes(flow['bytes_received'])}  "
+                    f"{nanos(flow['duration_ns'])}\n")  # fmt: skip
+    for ex in list(row.detail.get("execs", []))[-3:][::-1]:
+        text.append(f"exec {ago(ex['time_ns'], now)}  pid {ex['pid']} {ex['filename']}\n")
+    if not text:
+        text.append("no OOM kills, exits, flows or execs seen", style="dim")
+    text.rstrip()
+    return text
+
+
+def _is(row: Row, event: Mapping) -> bool:
+    return (event.get("namespace"), event.get("pod"), event.get("name")) == (
+        row.namespace,
+        row.pod,
+        row.name,
+    )
+
+
+# --- events ticker and footer ------------------------------------------------------------------
+
+
+def ticker(events: Sequence[Mapping], now_ns: int, lines: int) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for event in list(events)[-lines:][::-1]:
+        who = "/".join(
+            p for p in (event.get("namespace"), event.get("pod"), event.get("name")) if p
+        )
+        kind = event.get("kind", "")
+        text.append(f"{clock(event.get('time_ns', 0))} ")
+        text.append(f"{kind.upper():<7}", style=EVENT_STYLE.get(kind, ""))
+        text.append(f" {who + '  ' if who else ''}{event.get('text', '')}\n")
+    if not events:
+        text.append("no OOM kills, exits, restarts or probe errors yet", style="dim")
+    text.rstrip()
+    return text
+
+
+def footer(frame: Frame, ui: UiState) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if frame.error:
+        text.append(f"daemon unreachable: {frame.error} (retrying)  ", style="bold white on red")
+    elif frame.cri_error:
+        text.append(f"CRI: {frame.cri_error}  ", style="yellow")
+    text.append(FOOTER, style="dim")
+    text.append(f"  sort: {ui.sort}", style="bold")
+    if ui.editing or ui.filter:
+        text.append(f"  filter: {ui.filter}{'▏' if ui.editing else ''}", style="bold cyan")
+    text.append(f"  every {ui.refresh_s:g}s")
+    return text
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def _num(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def human_bytes(value) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "Ki", "Mi", "Gi"):
+        if abs(value) < 1024 or unit == "Gi":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return "-"
+
+
+def nanos(value) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value:.0f}ns"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def ago(time_ns: int, now_ns: int) -> str:
+    if not time_ns:
+        return "?"
+    return duration(max(now_ns - time_ns, 0) / 1e9) + " ago"
+
+
+def clock(time_ns: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(time_ns / 1e9)) if time_ns else "--:--:--"
