@@ -149,14 +149,16 @@ def cells(row: Row) -> list[Text | str]:
 
 def detail_pane(frame: Frame, row: Row) -> Table:
     grid = Table.grid(expand=True, padding=(0, 2))
-    grid.add_column(ratio=1)
-    grid.add_column(ratio=1)
+    grid.add_column(ratio=2)
+    grid.add_column(ratio=3)
     grid.add_row(syscall_table(row.detail.get("syscalls", [])), activity(frame, row))
     return grid
 
 
 def syscall_table(syscalls: Sequence[Mapping]) -> Table:
-    grid = Table(box=None, pad_edge=False, padding=(0, 1), expand=True)
+    if not syscalls:
+        return Text("no syscall counts (probes off, or not running)", style="dim")
+    grid = Table(box=None, pad_edge=False, padding=(0, 1))
     for name, justify in (("SYSCALL", "left"), ("/s", "right"), ("CALLS", "right"),
                           ("ERRORS", "left"), ("MEAN", "right"), ("P99<", "right")):  # fmt: skip
         grid.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
@@ -165,8 +167,6 @@ def syscall_table(syscalls: Sequence[Mapping]) -> Table:
         grid.add_row(s["name"], _num(s.get("per_s"), ".0f"), str(s["calls"]),
                      Text(errnos or str(s.get("errors", 0)), style="red" if errnos else ""),
                      nanos(s.get("mean_ns")), nanos(s.get("p99_ns")))  # fmt: skip
-    if not syscalls:
-        grid.add_row("no syscall counts (probes off or not running)", "", "", "", "", "")
     return grid
 
 
@@ -184,10 +184,10 @@ def activity(frame: Frame, row: Row) -> Text:
                     f"{exit_.reason or 'exited'} code {exit_.exit_code}{message}\n",
                     style="yellow")  # fmt: skip
     for flow in list(row.detail.get("flows", []))[-3:][::-1]:
-        text.append(f"flow {ago(flow['time_ns'], now)}  {flow['direction']:<7} "
-                    f"{flow['local']} → {flow['peer']}  sent {human_bytes(flow['bytes_sent'])} "
-                    f"recv {human_bytes(flow['bytes_received'])}  "
-                    f"{nanos(flow['duration_ns'])}\n")  # fmt: skip
+        sent, received = human_bytes(flow["bytes_sent"]), human_bytes(flow["bytes_received"])
+        took = nanos(flow["duration_ns"])
+        text.append(f"flow {ago(flow['time_ns'], now)}  {flow['direction']} {flow['local']} → "
+                    f"{flow['peer']}  ↑{sent} ↓{received} {took}\n")  # fmt: skip
     for ex in list(row.detail.get("execs", []))[-3:][::-1]:
         text.append(f"exec {ago(ex['time_ns'], now)}  pid {ex['pid']} {ex['filename']}\n")
     if not text:
