@@ -12,6 +12,7 @@ fixed Frame into a fixed-size Console and compares text.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -189,7 +190,11 @@ def activity(frame: Frame, row: Row) -> Text:
         text.append(f"flow {ago(flow['time_ns'], now)}  {flow['direction']} {flow['local']} → "
                     f"{flow['peer']}  ↑{sent} ↓{received} {took}\n")  # fmt: skip
     for ex in list(row.detail.get("execs", []))[-3:][::-1]:
-        text.append(f"exec {ago(ex['time_ns'], now)}  pid {ex['pid']} {ex['filename']}\n")
+        # busybox re-execs its applets through /proc/self/exe: the comm names the applet.
+        program = ex["filename"]
+        if ex.get("comm") and os.path.basename(program) != ex["comm"]:
+            program = f"{ex['comm']} ({program})"
+        text.append(f"exec {ago(ex['time_ns'], now)}  pid {ex['pid']} {program}\n")
     if not text:
         text.append("no OOM kills, exits, flows or execs seen", style="dim")
     text.rstrip()
