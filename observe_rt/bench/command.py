@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from observe_rt.bench import common, cri_command, pull_command
+from observe_rt.bench import common, cri_command, pull_command, top
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
 # benchmark times, so rich and the benchmark modules are imported only when a benchmark runs.
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "median, p95, min, max and ratio to runc",
     "pull": pull_command.HELP,
     "cri": cri_command.HELP,
+    "top": top.HELP,
 }
 
 
@@ -44,6 +45,7 @@ def register(sub) -> None:
     common.add_benchmark(benchmarks, "oci", BENCHMARKS["oci"], OPTIONS, run_oci)
     pull_command.register(benchmarks)
     cri_command.register(benchmarks)
+    top.register(benchmarks)
 
 
 def list_benchmarks(args: argparse.Namespace) -> int:

@@ -43,8 +43,10 @@ class DaemonDown(Exception):
 
 def fetch_view(api: str, timeout: float = HTTP_TIMEOUT_S) -> dict:
     url = api.rstrip("/") + VIEW_PATH
+    # No proxy, whatever the environment says: the daemon is on this node (or a tunnel to it).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with opener.open(url, timeout=timeout) as response:
             return json.load(response)
     except urllib.error.HTTPError as err:
         raise DaemonDown(f"{url}: HTTP {err.code} (is this an observe-rt daemon?)") from None

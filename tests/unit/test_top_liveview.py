@@ -172,17 +172,18 @@ def test_view_served_beside_metrics_and_cached_per_tick(world):
     exporter = PrometheusExporter(Snapshot, "127.0.0.1:0")
     exporter.routes[VIEW_PATH] = world.live.wsgi_app
     host, port = exporter.start()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}{VIEW_PATH}", timeout=10) as answer:
+        with opener.open(f"http://{host}:{port}{VIEW_PATH}", timeout=10) as answer:
             assert answer.headers["Content-Type"] == "application/json"
             doc = json.load(answer)
         assert doc["version"] == 1 and doc["seq"] == 1
         assert [c["name"] for c in doc["containers"]] == ["cpu-burner"]
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as answer:
+        with opener.open(f"http://{host}:{port}/metrics", timeout=10) as answer:
             assert b"observe_rt_pods" in answer.read()
         request = urllib.request.Request(f"http://{host}:{port}{VIEW_PATH}", data=b"x")
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=10)
+            opener.open(request, timeout=10)
         assert refused.value.code == 405
     finally:
         exporter.stop()
