@@ -4,7 +4,7 @@
 
     /tmp/ortd-TAG/          the daemon's config, socket, state (image store), run dir, CNI, logs
     cgroup /observe-rt-demo-TAG/...   every pod and container
-    bridge ortdTAG          a private /24, no gateway, no masquerade, no routes: pods reach each
+    bridge ortdemoTAG       a private /24, no gateway, no masquerade, no routes: pods reach each
                             other and nothing else
     image observe-rt.local/demo:1    built here from the host's busybox-static, imported (no
                                       registry, no network)
@@ -104,7 +104,7 @@ class Demo:
         if not re.fullmatch(r"[0-9a-z]{1,8}", self.tag):
             raise ValueError(f"--tag {self.tag!r}: 1 to 8 lowercase letters or digits")
         self.base = Path(f"/tmp/ortd-{self.tag}")
-        self.network = Network(f"ortd-{self.tag}", f"ortd{self.tag}",
+        self.network = Network(f"ortdemo-{self.tag}", f"ortdemo{self.tag}",
                                cri_setup.pick_subnets(1)[0])  # fmt: skip
         self.cgroup_parent = f"/observe-rt-demo-{self.tag}"
         self.env = clean_env()

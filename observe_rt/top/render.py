@@ -195,8 +195,8 @@ class DetailPane:
             yield _cropped(line, options.max_width)
 
 
-SYSCALL_COLUMNS = (("SYSCALL", "<", 14), ("/s", ">", 6), ("CALLS", ">", 8),
-                   ("ERRORS", "<", 16), ("MEAN", ">", 7), ("P99<", ">", 7))  # fmt: skip
+SYSCALL_COLUMNS = (("SYSCALL", "<", 14), ("/s", ">", 6), ("CALLS", ">", 7),
+                   ("ERRORS", "<", 12), ("MEAN", ">", 7), ("P99<", ">", 7))  # fmt: skip
 SYSCALLS_WIDTH = sum(width + 1 for _, _, width in SYSCALL_COLUMNS) - 1
 
 
@@ -236,8 +236,8 @@ def activity(frame: Frame, row: Row) -> Text:
     for flow in list(row.detail.get("flows", []))[-3:][::-1]:
         sent, received = human_bytes(flow["bytes_sent"]), human_bytes(flow["bytes_received"])
         took = nanos(flow["duration_ns"])
-        text.append(f"flow {ago(flow['time_ns'], now)}  {flow['direction']} {flow['local']} → "
-                    f"{flow['peer']}  ↑{sent} ↓{received} {took}\n")  # fmt: skip
+        text.append(f"flow {ago(flow['time_ns'], now)} {flow['direction']} {flow['local']} → "
+                    f"{flow['peer']} ↑{sent} ↓{received} {took}\n")  # fmt: skip
     for ex in list(row.detail.get("execs", []))[-3:][::-1]:
         # busybox re-execs its applets through /proc/self/exe: the comm names the applet.
         program = ex["filename"]

@@ -36,7 +36,7 @@ class DemoRun:
     def __init__(self, tag: str, pane: TmuxSession) -> None:
         self.tag, self.pane = tag, pane
         self.base = Path(f"/tmp/ortd-{tag}")
-        self.bridge = f"ortd{tag}"
+        self.bridge = f"ortdemo{tag}"
         self.cgroup_parent = f"/observe-rt-demo-{tag}"
         self.info: dict = {}
 

@@ -55,7 +55,7 @@ def test_detail_pane_shows_syscalls_flows_execs_and_last_exit():
     client = screen(frame, UiState(selected="demo/tcp-client/client"))
     text = "\n".join(client)
     assert "openat" in text and "ENOENT:30" in text
-    assert "flow 2s ago  active 10.9.0.4:41000 → 10.9.0.3:8080  ↑83B ↓256.2Ki 4.0ms" in text
+    assert "flow 2s ago active 10.9.0.4:41000 → 10.9.0.3:8080 ↑83B ↓256.2Ki 4.0ms" in text
     assert "exec 1s ago  pid 77 /bin/wget" in text
     exit_ = LastExit("hog0", 0, "OOMKilled", 137, "OOM killer stopped pid 4242 (sh)",
                      NOW_NS - 19 * SECOND)  # fmt: skip
