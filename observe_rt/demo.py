@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             run_top(demo)
     except KeyboardInterrupt:
         pass
+    except Exception as err:  # said plainly; the clean-up below still runs
+        print(f"demo: failed: {err}", file=sys.stderr, flush=True)
+        return 1
     finally:
         with signals_ignored(signal.SIGINT, signal.SIGTERM):
             print("demo: stopping: pods, daemon, cgroups, bridge, files", flush=True)

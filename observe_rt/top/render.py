@@ -35,6 +35,7 @@ COLUMNS = (
     ("SYSC/s", ">", 7), ("ERR/s", ">", 6), ("TOP SYSCALL", "<", 14), ("TCP", ">", 5),
     ("RX/s", ">", 8), ("TX/s", ">", 8),
 )  # fmt: skip
+NAME_WIDTH = 30  # narrow terminals lose columns from the right before names are cut
 STATE_STYLE = {"RUNNING": "green", "EXITED": "red", "CREATED": "yellow", "UNKNOWN": "magenta"}
 EVENT_STYLE = {"oom": "bold red", "exit": "yellow", "restart": "cyan", "probe": "magenta"}
 
@@ -116,22 +117,31 @@ class ContainerTable:
         self.rows, self.selected, self.height = rows, selected, height
 
     def __rich_console__(self, console, options):
-        fixed = sum(width + 1 for _, _, width in COLUMNS[1:])
-        widths = [max(options.max_width - fixed - 1, 12)] + [w for _, _, w in COLUMNS[1:]]
+        columns = fitting_columns(options.max_width)
+        widths = [options.max_width - sum(w + 1 for _, _, w in columns[1:]) - 1]
+        widths += [w for _, _, w in columns[1:]]
         heading = Text(style="bold", no_wrap=True)
-        for (name, align, _), width in zip(COLUMNS, widths, strict=True):
+        for (name, align, _), width in zip(columns, widths, strict=True):
             heading.append(_fit(name, width, align) + " ")
         yield _cropped(heading, options.max_width)
         yield Text("─" * options.max_width, style="dim")
         for row in _window(self.rows, self.selected, self.height):
             line = Text(no_wrap=True)
-            for (value, style), (_, align, _), width in zip(cells(row), COLUMNS, widths,
-                                                            strict=True):  # fmt: skip
+            shown = cells(row)[: len(columns)]
+            for (value, style), (_, align, _), width in zip(shown, columns, widths, strict=True):
                 line.append(_fit(value, width, align), style=style)
                 line.append(" ")
             if self.selected is not None and row.key == self.selected.key:
                 line.stylize("reverse")
             yield _cropped(line, options.max_width)
+
+
+def fitting_columns(width: int) -> Sequence[tuple[str, str, int]]:
+    """COLUMNS, without the rightmost ones while the name column would be under NAME_WIDTH."""
+    columns = list(COLUMNS)
+    while len(columns) > 4 and width - sum(w + 1 for _, _, w in columns[1:]) - 1 < NAME_WIDTH:
+        columns.pop()
+    return columns
 
 
 def _fit(value: str, width: int, align: str) -> str:

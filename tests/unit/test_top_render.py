@@ -102,3 +102,12 @@ def test_empty_frame_renders():
     text = "\n".join(lines)
     assert len(lines) == HEIGHT
     assert "containers (0/0)" in text and "probes off" in text
+
+
+def test_narrow_terminal_drops_columns_from_the_right_before_cutting_names():
+    lines = screen(sample_frame(), UiState(sort="name"), width=80)
+    assert all(len(line) <= 80 for line in lines)
+    heading = next(line for line in lines if "NAMESPACE/POD/CONTAINER" in line)
+    assert "MEM%LIM" in heading and "TX/s" not in heading and "TOP SYSCALL" not in heading
+    assert table_names(lines) == ["demo/shop/cpu-burner", "demo/shop/memory-hog",
+                                  "demo/tcp-client/client", "demo/tcp-server/server"]  # fmt: skip
