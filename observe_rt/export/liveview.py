@@ -352,9 +352,6 @@ def _network_rates(snapshot: Snapshot, before: Snapshot | None, pod_id: str) -> 
 
 def _probe_part(metrics: ContainerMetrics, views, seen_ooms: int) -> dict:
     """Syscall rates (two probe views apart), totals, latency and TCP counters."""
-    from observe_rt.probes import histogram
-    from observe_rt.probes.syscall_names import errno_name
-
     old, new = views
     counters = new.counters.get(metrics.cgroup_id) if new is not None else None
     ooms = max(metrics.oom_events, new.oom_kills.get(metrics.cgroup_id, 0) if new else 0)
@@ -375,17 +372,7 @@ def _probe_part(metrics: ContainerMetrics, views, seen_ooms: int) -> dict:
         part["syscall_errors_per_s"] = max(errors_now - errors_then, 0) / seconds
     ranked = sorted(counters.syscalls.values(), key=lambda s: (-rates.get(s.nr, 0), -s.calls))
     part["top_syscall"] = ranked[0].name if ranked else ""
-    errnos: dict[int, dict[str, int]] = {}
-    for (nr, err), count in counters.syscall_errors.items():
-        errnos.setdefault(nr, {})[errno_name(err)] = count
-    for stats in ranked[:TOP_SYSCALLS]:
-        returned = stats.returned
-        part["syscalls"].append({
-            "name": stats.name, "calls": stats.calls, "per_s": rates.get(stats.nr),
-            "errors": stats.errors, "errnos": errnos.get(stats.nr, {}),
-            "mean_ns": stats.total_ns / returned if returned else None,
-            "p99_ns": _finite(histogram.quantile_ns(stats.histogram, 0.99)) if returned else None,
-        })  # fmt: skip
+    part["syscalls"] = _syscall_entries(ranked[:TOP_SYSCALLS], rates, counters.syscall_errors)
     tcp = counters.tcp
     part["tcp"] = {"connections_active": tcp.connections_active,
                    "connections_passive": tcp.connections_passive,
@@ -393,6 +380,26 @@ def _probe_part(metrics: ContainerMetrics, views, seen_ooms: int) -> dict:
                    "retransmits": tcp.retransmits,
                    "resets": tcp.resets_sent + tcp.resets_received}  # fmt: skip
     return part
+
+
+def _syscall_entries(syscalls, rates: dict[int, float], errors: dict) -> list[dict]:
+    """The detail pane's syscalls: calls, rate, errors by errno name, mean and p99 latency."""
+    from observe_rt.probes import histogram
+    from observe_rt.probes.syscall_names import errno_name
+
+    errnos: dict[int, dict[str, int]] = {}
+    for (nr, err), count in errors.items():
+        errnos.setdefault(nr, {})[errno_name(err)] = count
+    entries = []
+    for stats in syscalls:
+        returned = stats.returned
+        entries.append({
+            "name": stats.name, "calls": stats.calls, "per_s": rates.get(stats.nr),
+            "errors": stats.errors, "errnos": errnos.get(stats.nr, {}),
+            "mean_ns": stats.total_ns / returned if returned else None,
+            "p99_ns": _finite(histogram.quantile_ns(stats.histogram, 0.99)) if returned else None,
+        })  # fmt: skip
+    return entries
 
 
 def _finite(value: float) -> float | None:
