@@ -9,11 +9,12 @@ PYTEST := $(PY) -m pytest
 setup:
 	bash deploy/setup.sh
 
-# Set up, show what this host can do, then serve the CRI in the foreground with the
-# embedded defaults (socket /run/observe-rt/observe-rt.sock; Ctrl-C stops it, pods keep running).
+# Set up, then the demo (observe_rt/demo.py): a private daemon (its own state dir, socket,
+# cgroups and CNI bridge), a demo image built from busybox-static, pods with a CPU burner, an
+# OOM-killed memory hog and a TCP client/server pair, and `observe-rt top` in front.
+# Ctrl-C (or q) stops it all and leaves nothing behind.
 run: setup
-	$(VENV)/bin/observe-rt doctor
-	$(VENV)/bin/observe-rt daemon
+	$(PY) -m observe_rt.demo
 
 # Lint first (seconds), then the unit tier (no root), then the integration tier (root).
 # The integration tier includes the dashboards check (tests/integration/test_dashboards.py).

@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from observe_rt.doctor import command as doctor_command
     from observe_rt.oci import images_cli
     from observe_rt.runtime import oci_cli
+    from observe_rt.top import app as top_app
 
     parser = argparse.ArgumentParser(
         prog="observe-rt", description="A CRI container runtime with eBPF observability built in."
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     images_cli.register(sub)
     client_cli.register(sub)  # ps, pods, logs, inspect, version
     bench_command.register(sub)
+    top_app.register(sub)
     return parser
 
 

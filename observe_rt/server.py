@@ -82,6 +82,7 @@ def build_server(cfg: DaemonConfig) -> tuple:
     collector.on_tick = exporter.runtime.observe_tick
     rpc.observers.append(exporter.runtime.observe_rpc)  # latency and errors of every CRI call
     images.on_pull = exporter.runtime.observe_pull
+    probe_metrics = None
     if probes is not None:
         from observe_rt.export.probes import ProbeMetrics
 
@@ -89,9 +90,20 @@ def build_server(cfg: DaemonConfig) -> tuple:
         exporter.registry.register(probe_metrics)
         collector.on_tick = probe_metrics.wrap_tick(collector.on_tick)
         containers.on_probe_event = probe_metrics.note_event
+    _mount_live_view(exporter, collector, containers, probe_metrics)
     return server, {"sandboxes": sandboxes, "containers": containers, "images": images,
                     "streams": runtime.streams, "collector": collector,
                     "exporter": exporter, "probes": probes}  # fmt: skip
+
+
+def _mount_live_view(exporter, collector, containers, probe_metrics) -> None:
+    """GET /api/v1/view beside /metrics: what `observe-rt top` reads (export/liveview.py)."""
+    from observe_rt.export.liveview import VIEW_PATH, LiveView
+
+    live = LiveView(collector.snapshot, probe_metrics, records=containers.store.items.get)
+    collector.on_tick = live.wrap_tick(collector.on_tick)  # after the probes' refresh
+    containers.on_probe_event = live.wrap_event(containers.on_probe_event)
+    exporter.routes[VIEW_PATH] = live.wsgi_app
 
 
 def _start_probes(cfg: DaemonConfig):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from observe_rt.bench import common, cri_command, pull_command
+from observe_rt.bench import common, cri_command, pull_command, top
 from observe_rt.bench import trace as trace_command
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "pull": pull_command.HELP,
     "cri": cri_command.HELP,
     "trace": trace_command.HELP,
+    "top": top.HELP,
 }
 
 
@@ -47,6 +48,7 @@ def register(sub) -> None:
     pull_command.register(benchmarks)
     cri_command.register(benchmarks)
     trace_command.register(benchmarks)
+    top.register(benchmarks)
 
 
 def list_benchmarks(args: argparse.Namespace) -> int:

@@ -25,10 +25,13 @@ own series live in the same registry:
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from observe_rt.model.series import BASE_LABELS, SERIES, container_subject, subjects
@@ -198,6 +201,8 @@ class PrometheusExporter:
         self.registry.register(SnapshotCollector(snapshot))
         self.registry.register(TraceQueueCollector())
         self.runtime = RuntimeMetrics(self.registry)
+        # Other read-only paths served beside /metrics: path -> WSGI app (export/liveview.py).
+        self.routes: dict[str, Callable] = {}
         self._server = None
         self._thread = None
 
@@ -208,11 +213,19 @@ class PrometheusExporter:
     def start(self) -> tuple[str, int]:
         """Serve /metrics; returns the bound (host, port) (useful with port 0)."""
         if self._server is None:
-            self._server, self._thread = start_http_server(
-                self.port, addr=self.host, registry=self.registry
-            )
+            self._server = _serve(self.host, self.port, self._app(make_wsgi_app(self.registry)))
+            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                            name="metrics-http")  # fmt: skip
+            self._thread.start()
             self.port = self._server.server_address[1]
         return self.host, self.port
+
+    def _app(self, metrics):
+        def app(environ, start_response):
+            route = self.routes.get(environ.get("PATH_INFO", ""))
+            return (route or metrics)(environ, start_response)
+
+        return app
 
     @property
     def url(self) -> str:
@@ -226,3 +239,15 @@ class PrometheusExporter:
             if self._thread is not None:
                 self._thread.join(5)
             self._server = self._thread = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        """No access log on stderr (as prometheus_client's own server)."""
+
+
+def _serve(host: str, port: int, app) -> ThreadingWSGIServer:
+    """prometheus_client's threaded WSGI server, IPv4 or IPv6 as the address says."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    return make_server(host, port, app, server_class, handler_class=_QuietHandler)

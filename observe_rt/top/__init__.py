@@ -1,0 +1,1 @@
+"""`observe-rt top`: the terminal live view, a client of the daemon's read API and CRI."""
