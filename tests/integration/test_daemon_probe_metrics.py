@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 
@@ -115,6 +116,24 @@ def test_tcp_exchange_between_two_pods(daemon):
     assert tcp(server, "sent_bytes_total") == pytest.approx(1_000_000, rel=0.02)
     assert tcp(client, "sent_bytes_total") == pytest.approx(tcp(server, "received_bytes_total"))
     assert tcp(client, "sent_bytes_total") < 1000  # the request only
+    # The closed flow, each way, in the live view's read API (with its duration).
+    view_url = metrics_url(daemon).replace("/metrics", "/api/v1/view")
+
+    def flows(cid: str) -> list[dict]:
+        view = json.loads(urllib.request.urlopen(view_url, timeout=10).read())
+        return next((c["flows"] for c in view["containers"] if c["id"] == cid), [])
+
+    deadline = time.monotonic() + 20
+    while not (flows(client) and flows(server)):
+        assert time.monotonic() < deadline, "no closed flow in the view"
+        time.sleep(0.5)
+    (out,), (into,) = flows(client), flows(server)
+    server_ip = status.status.network.ip
+    assert out["direction"] == "active" and out["peer"] == f"{server_ip}:8080"
+    assert into["direction"] == "passive" and into["local"] == f"{server_ip}:8080"
+    assert out["bytes_received"] == pytest.approx(1_000_000, rel=0.02)
+    assert into["bytes_sent"] == pytest.approx(1_000_000, rel=0.02)
+    assert out["duration_ns"] > 0 and into["duration_ns"] > 0
 
 
 def test_a_container_that_exits_between_ticks_keeps_its_counts(daemon):
