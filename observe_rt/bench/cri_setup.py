@@ -75,9 +75,10 @@ def _toml_string(value: str | Path) -> str:
 
 def observe_rt_config(
     *, socket: Path, state_dir: Path, run_dir: Path, cni_conf_dir: Path, cni_bin_dir: str,
-    hosts_dir: Path, policy: Path, cgroup_parent: str,
+    hosts_dir: Path, policy: Path, cgroup_parent: str, probes: bool = True,
 ) -> str:  # fmt: skip
-    """observe-rt daemon's TOML (keys of observe_rt/config.py), every path private."""
+    """observe-rt daemon's TOML (keys of observe_rt/config.py), every path private; `probes`
+    false keeps the eBPF probes unloaded (the probe benchmark's "off")."""
     values = {
         "socket": socket, "state_dir": state_dir, "run_dir": run_dir,
         "cni_conf_dir": cni_conf_dir, "registry_hosts_dir": hosts_dir, "policy": policy,
@@ -86,6 +87,7 @@ def observe_rt_config(
     }  # fmt: skip
     lines = [f"{key} = {_toml_string(value)}" for key, value in values.items()]
     lines.append(f"cni_bin_dirs = [{_toml_string(cni_bin_dir)}]")
+    lines.append(f"probes = {'true' if probes else 'false'}")
     return "\n".join(lines) + "\n"
 
 
