@@ -32,8 +32,11 @@ lint: setup
 	$(VENV)/bin/ruff check observe_rt tests
 	$(VENV)/bin/ruff format --check observe_rt tests
 
+# The CRI benchmark: observe-rt and containerd + runc (its own socket, state, CNI config;
+# torn down afterwards, also on Ctrl-C), interleaved, then the eBPF probes' overhead. Prints
+# one table and writes bench-results/latest.json. BENCH_ARGS adds options (see --help).
 bench: setup
-	$(VENV)/bin/observe-rt bench
+	$(VENV)/bin/observe-rt bench compare --results-dir bench-results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

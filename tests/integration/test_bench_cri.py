@@ -4,40 +4,13 @@ also after SIGTERM with pods up. No timing claims."""
 
 from __future__ import annotations
 
-import glob
-import subprocess
-
 import pytest
 
-from tests.support.bench import interrupt, mounts, processes, run_json
-
-MARK = "/tmp/ocb-"  # the session's temp dir prefix (observe_rt/bench/cri.py)
+from tests.support.bench import cri_bench_processes as bench_processes
+from tests.support.bench import cri_leftovers as leftovers
+from tests.support.bench import interrupt, run_json
 
 pytestmark = pytest.mark.root
-
-
-def bench_processes() -> set[tuple[int, str]]:
-    """Daemons, shims and registries of a bench session: their arguments name its temp dir."""
-    return processes(lambda argv, text: MARK in text and "bench cri" not in text)
-
-
-def bridges() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
-    names = {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
-    return {name for name in names if name.startswith("ocb")}
-
-
-def leftovers() -> dict:
-    return {
-        "dirs": set(glob.glob(f"{MARK}*")),
-        "processes": bench_processes(),
-        "mounts": mounts(MARK),
-        "bridges": bridges(),
-        "cgroups": set(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-cri-*"))
-        | set(glob.glob("/sys/fs/cgroup/observe-rt-bench-cri-*")),
-        "shim_sockets": set(glob.glob("/run/containerd/s/*")),
-        "cni_cache": set(glob.glob("/var/lib/cni/results/ocb-*")),
-    }  # fmt: skip
 
 
 def test_bench_cri_json_reports_both_runtimes_and_leaves_nothing():

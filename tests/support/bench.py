@@ -95,6 +95,35 @@ def mounts(mark: str) -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if mark in line]
 
 
+CRI_MARK = "/tmp/ocb-"  # the temp dir prefix of bench cri / compare sessions (bench/cri.py)
+
+
+def cri_bench_processes() -> set[tuple[int, str]]:
+    """Daemons, shims and registries of a bench cri/compare session (their arguments name its
+    temp dir), not the bench command itself."""
+    return processes(lambda argv, text: CRI_MARK in text and " bench " not in f" {text} ")
+
+
+def bridges() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
+    return {name for name in names if name.startswith("ocb")}
+
+
+def cri_leftovers() -> dict:
+    """Everything a bench cri/compare session could leave behind."""
+    return {
+        "dirs": set(glob.glob(f"{CRI_MARK}*")),
+        "processes": cri_bench_processes(),
+        "mounts": mounts(CRI_MARK),
+        "bridges": bridges(),
+        "cgroups": set(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-cri-*"))
+        | set(glob.glob("/sys/fs/cgroup/observe-rt-bench-cri-*")),
+        "shim_sockets": set(glob.glob("/run/containerd/s/*")),
+        "cni_cache": set(glob.glob("/var/lib/cni/results/ocb-*")),
+    }  # fmt: skip
+
+
 # --- options and rendering, in process ----------------------------------------------------------
 
 
