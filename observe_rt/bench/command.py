@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from observe_rt.bench import common, compare_command, cri_command, endpoint_command, pull_command
+from observe_rt.errors import InvalidArgument
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
 # benchmark times, so rich and the benchmark modules are imported only when a benchmark runs.
@@ -65,6 +66,10 @@ def bench_root(args: argparse.Namespace) -> int:
     """`observe-rt bench --endpoint ...` runs the CRI benchmark; without it, the list."""
     if args.endpoint is not None:
         return endpoint_command.run_endpoint(args)
+    given = endpoint_command.options_given(args)
+    if given:
+        raise InvalidArgument(f"{', '.join(given)} need --endpoint unix:///path/cri.sock "
+                              "(or name a benchmark: `observe-rt bench` lists them)")  # fmt: skip
     return list_benchmarks(args)
 
 

@@ -201,11 +201,12 @@ def remove_all_pods(target: Target) -> None:
 
 
 def socket_inodes(unix_table: str, path: str) -> set[int]:
-    """Inodes of the sockets bound to `path` in a /proc/net/unix text."""
-    found = set()
+    """Inodes of the sockets bound to `path` in a /proc/net/unix text. gRPC binds
+    `unix:///x` as "///x", so leading slashes are compared as one."""
+    found, wanted = set(), "/" + path.lstrip("/")
     for line in unix_table.splitlines()[1:]:
         fields = line.split()
-        if len(fields) >= 8 and fields[7] == path:
+        if len(fields) >= 8 and "/" + fields[7].lstrip("/") == wanted:
             found.add(int(fields[6]))
     return found
 

@@ -78,6 +78,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def options_given(args: argparse.Namespace) -> list[str]:
+    """The endpoint options set to something else than their default."""
+    given = [o.flag for o in OPTIONS if getattr(args, o.dest, o.default) != o.default]
+    return given + (["--json"] if getattr(args, "json", False) else [])
+
+
 def settings(args: argparse.Namespace, session: str):
     from observe_rt.bench.endpoint_phases import Settings
 

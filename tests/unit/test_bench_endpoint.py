@@ -269,8 +269,10 @@ def test_the_daemon_is_the_process_owning_the_socket(tmp_path):
     assert endpoint.socket_owner(str(tmp_path / "none.sock")) is None
     table = ("Num RefCount Protocol Flags Type St Inode Path\n"
              "0000: 00000002 00000000 00010000 0001 01 4242 /run/a.sock\n"
-             "0000: 00000003 00000000 00000000 0001 03 4243\n")  # fmt: skip
+             "0000: 00000003 00000000 00000000 0001 03 4243\n"
+             "0000: 00000002 00000000 00010000 0001 01 4244 ///run/b.sock\n")  # fmt: skip
     assert endpoint.socket_inodes(table, "/run/a.sock") == {4242}
+    assert endpoint.socket_inodes(table, "/run/b.sock") == {4244}  # as gRPC binds it
 
 
 # --- the report and the table -------------------------------------------------------------------
@@ -432,6 +434,8 @@ def test_bench_with_an_endpoint_runs_it_and_without_lists():
     assert endpoint_command.settings(args, "t").levels == (10, 100)
     assert args.parallel == 5 and args.containers_per_pod == 10
     assert parse().endpoint is None
+    with pytest.raises(InvalidArgument, match="--pods need --endpoint"):
+        command.bench_root(parse("--pods", "3"))
     assert_rejected("--endpoint", ["--levels", "0"])
     for bad in (["--levels", "x"], ["--metrics-url", "http://10.0.0.1:9464/metrics"],
                 ["--metrics-url", "https://127.0.0.1/metrics"], ["--pods", "0"]):  # fmt: skip
