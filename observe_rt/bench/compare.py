@@ -78,6 +78,7 @@ def measure(args, say) -> dict:
 
     say("starting the registry, observe-rt and containerd; pulling images")
     with CompareBench() as bench:
+        say(bench.describe())
         targets = bench.targets()
         settings = phase_settings(args, bench.session)
         run_phases(targets, settings, say)

@@ -85,10 +85,8 @@ def measure_probes(runtime, target: Target, image: str, settings: ProbeSettings,
         for index in range(settings.rounds):
             for probes in rotated([True, False], index):
                 say(f"probe overhead: round {index + 1}, probes {'on' if probes else 'off'}")
-                runtime.probes = probes
-                runtime.restart()
+                log = _restart(runtime, probes)
                 workload_target.client = runtime.client
-                log = runtime.log.read_text(errors="replace")
                 if probes and (compiled := compile_ms(log)) is None:
                     off = PROBES_OFF.findall(log)
                     raise StepError(f"the probes did not load: {off[-1] if off else 'no log line'}")
@@ -107,6 +105,16 @@ def measure_probes(runtime, target: Target, image: str, settings: ProbeSettings,
             except StepError:
                 pass  # the session's clean-up removes it
     return report_section(samples, settings)
+
+
+def _restart(runtime, probes: bool) -> str:
+    """Restart the daemon with its probes on or off; what it logged while starting."""
+    offset = runtime.log.stat().st_size if runtime.log.exists() else 0
+    runtime.probes = probes
+    runtime.restart()
+    with open(runtime.log, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def _exec(target: Target, container_id: str, argv: list[str], timeout: int) -> str:

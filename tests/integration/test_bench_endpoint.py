@@ -10,7 +10,16 @@ import pytest
 
 from observe_rt.cri.v1 import api_pb2
 from tests.integration.test_daemon_stats import metrics_url
-from tests.support.bench import OBSERVE_RT, cri_leftovers, interrupt, run_json
+from tests.support.bench import (
+    NOTHING_LEFT,
+    OBSERVE_RT,
+    assert_no_new_shim_sockets,
+    containerd_shim_sockets,
+    cri_leftovers,
+    cri_session,
+    interrupt,
+    run_json,
+)
 
 pytestmark = pytest.mark.root
 
@@ -62,11 +71,11 @@ def test_an_endpoint_that_is_not_there_is_a_clear_error(tmp_path):
 
 
 def test_compare_reports_both_endpoints_and_the_probes_and_leaves_nothing(tmp_path):
-    before = cri_leftovers()
+    sockets, stderr = containerd_shim_sockets(), []
     results = tmp_path / "results"
     probe_options = ("--probe-rounds", "1", "--syscalls", "100000", "--http-seconds", "1")
     result = run_json("compare", *TINY, *probe_options, "--results-dir", str(results),
-                      timeout=900)  # fmt: skip
+                      timeout=900, stderr=stderr)  # fmt: skip
     assert result["benchmark"] == "compare" and result["baseline"] == "containerd"
     assert list(result["targets"]) == ["observe-rt", "containerd"]
     assert result["unavailable_endpoints"] == {}
@@ -84,4 +93,5 @@ def test_compare_reports_both_endpoints_and_the_probes_and_leaves_nothing(tmp_pa
     assert samples["compile_ms"][0] > 0 and samples["events_per_s"][0] > 0
     assert samples["syscalls_counted_fraction"][0] >= 1.0  # every getppid of the workload
     assert (results / "latest.json").is_file() and len(list(results.glob("cri-*.json"))) == 1
-    assert cri_leftovers() == before
+    assert cri_leftovers(*cri_session(stderr[0])) == NOTHING_LEFT
+    assert_no_new_shim_sockets(sockets)

@@ -7,6 +7,7 @@ import glob
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,18 +24,21 @@ OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
 # --- the command --------------------------------------------------------------------------------
 
 
-def run_bench(*argv: str, timeout: float) -> str:
-    """`observe-rt bench ARGV...` to completion; its stdout (it must succeed)."""
+def run_bench(*argv: str, timeout: float, stderr: list | None = None) -> str:
+    """`observe-rt bench ARGV...` to completion; its stdout (it must succeed). Its stderr is
+    appended to `stderr` when given."""
     out = subprocess.run(
         [OBSERVE_RT, "bench", *argv], capture_output=True, text=True, timeout=timeout, check=False
     )
     assert out.returncode == 0, out.stderr
+    if stderr is not None:
+        stderr.append(out.stderr)
     return out.stdout
 
 
-def run_json(*argv: str, timeout: float) -> dict:
+def run_json(*argv: str, timeout: float, stderr: list | None = None) -> dict:
     """`observe-rt bench ARGV... --json`: the report."""
-    return json.loads(run_bench(*argv, "--json", timeout=timeout))
+    return json.loads(run_bench(*argv, "--json", timeout=timeout, stderr=stderr))
 
 
 def interrupt(
@@ -45,10 +49,10 @@ def interrupt(
     sig: int = signal.SIGTERM,
     settle: float = 0.0,
     group: bool = False,
-) -> None:
+) -> str:
     """Start `observe-rt bench ARGV...`, send `sig` `settle` seconds after `ready()` holds (to
     its whole process group with `group`, as Ctrl-C would), and check that it says it was
-    interrupted and exits 130."""
+    interrupted and exits 130; its stderr."""
     bench = subprocess.Popen(
         [OBSERVE_RT, "bench", *argv],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group,
@@ -71,6 +75,7 @@ def interrupt(
             bench.wait()
     assert bench.returncode == 130, err
     assert "interrupted" in err
+    return err
 
 
 # --- what a session leaves behind ---------------------------------------------------------------
@@ -99,9 +104,19 @@ CRI_MARK = "/tmp/ocb-"  # the temp dir prefix of bench cri / compare sessions (b
 
 
 def cri_bench_processes() -> set[tuple[int, str]]:
-    """Daemons, shims and registries of a bench cri/compare session (their arguments name its
-    temp dir), not the bench command itself."""
+    """Daemons, shims and registries of bench cri/compare sessions (their arguments name the
+    session's temp dir), not the bench commands themselves."""
     return processes(lambda argv, text: CRI_MARK in text and " bench " not in f" {text} ")
+
+
+SESSION_LINE = re.compile(r"session ([0-9a-f]+): (/tmp/ocb-\S+)")
+
+
+def cri_session(stderr: str) -> tuple[str, str]:
+    """(tag, temp dir) of the session a bench cri/compare run printed on stderr."""
+    found = SESSION_LINE.search(stderr)
+    assert found, f"no session line in: {stderr[-2000:]}"
+    return found.group(1), found.group(2)
 
 
 def bridges() -> set[str]:
@@ -110,18 +125,34 @@ def bridges() -> set[str]:
     return {name for name in names if name.startswith("ocb")}
 
 
-def cri_leftovers() -> dict:
-    """Everything a bench cri/compare session could leave behind."""
+def cri_leftovers(tag: str, tmp: str) -> dict:
+    """What the bench cri/compare session `tag` (temp dir `tmp`) left behind, told apart from
+    other engineers' sessions running at the same time by its tag and temp dir."""
+    cgroups = glob.glob(f"/sys/fs/cgroup/*/observe-rt-bench-cri-{tag}")
     return {
-        "dirs": set(glob.glob(f"{CRI_MARK}*")),
-        "processes": cri_bench_processes(),
-        "mounts": mounts(CRI_MARK),
-        "bridges": bridges(),
-        "cgroups": set(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-cri-*"))
-        | set(glob.glob("/sys/fs/cgroup/observe-rt-bench-cri-*")),
-        "shim_sockets": set(glob.glob("/run/containerd/s/*")),
-        "cni_cache": set(glob.glob("/var/lib/cni/results/ocb-*")),
-    }  # fmt: skip
+        "dir": os.path.exists(tmp),
+        "processes": {p for p in cri_bench_processes() if tmp in p[1]},
+        "mounts": mounts(tmp),
+        "bridges": {name for name in bridges() if name.startswith(f"ocb{tag}")},
+        "cgroups": set(cgroups + glob.glob(f"/sys/fs/cgroup/observe-rt-bench-cri-{tag}")),
+        "cni_cache": set(glob.glob(f"/var/lib/cni/results/ocb-{tag}-*")),
+    }
+
+
+NOTHING_LEFT = {"dir": False, "processes": set(), "mounts": [], "bridges": set(),
+                "cgroups": set(), "cni_cache": set()}  # fmt: skip
+
+
+def containerd_shim_sockets() -> set[str]:
+    """containerd's shim sockets (named by a hash: not attributable to a session)."""
+    return set(glob.glob("/run/containerd/s/*"))
+
+
+def assert_no_new_shim_sockets(before: set[str]) -> None:
+    """No new containerd shim socket, unless another bench session ran meanwhile."""
+    others = glob.glob(f"{CRI_MARK}*")
+    if not others:
+        assert containerd_shim_sockets() <= before
 
 
 # --- options and rendering, in process ----------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+import uuid
 
 import grpc
 import pytest
@@ -105,6 +106,8 @@ class FakeCri:
         self.calls: list[str] = []
         self.pods: dict[str, list[str]] = {}
         self.containers: dict[str, str] = {}  # id -> state
+        self.names: dict[str, str] = {}  # pod id -> name
+        self.images: list[str] = []  # of every container created
         self.lock = threading.Lock()
         self.runtime = self  # the List* stubs
         self.count = 0
@@ -119,11 +122,12 @@ class FakeCri:
 
     def run_pod_sandbox(self, config):
         pod_id = self._call("RunPodSandbox")
-        self.pods[pod_id] = []
+        self.pods[pod_id], self.names[pod_id] = [], config.metadata.name
         return pod_id
 
     def create_container(self, pod_id, config, sandbox_config):
-        assert sandbox_config.metadata.name and config.image.image == "img"
+        assert sandbox_config.metadata.name == self.names[pod_id]
+        self.images.append(config.image.image)
         container_id = self._call("CreateContainer")
         self.pods[pod_id].append(container_id)
         self.containers[container_id] = "created"
@@ -208,6 +212,7 @@ def test_lifecycle_times_each_call_and_exec(tmp_path):
         for step in ("create", "start", "status", "stop", "remove", "exec_sync"):
             assert len(target.samples[step]) == 4, step
         assert target.client.calls.count("ExecSync") == 5  # one warm-up
+        assert set(target.client.images) == {"img"}
         assert target.client.pods == {} and target.client.containers == {}
 
 
@@ -239,7 +244,7 @@ def test_lists_grow_to_each_level_then_remove_everything(tmp_path, monkeypatch):
 
 def test_memory_reads_the_daemon_and_the_processes_naming_our_pods(tmp_path):
     target = Target("a", None, "img", tmp_path, daemon_pid=os.getpid())
-    endpoint_phases.read_memory(target, [str(os.getpid())])  # our own argv won't name it
+    endpoint_phases.read_memory(target, [uuid.uuid4().hex])  # no process names this pod
     assert target.values["daemon_rss_mib"] >= target.values["daemon_pss_mib"] > 0
     assert "shim_rss_mib_per_pod" not in target.values
     unknown = Target("b", None, "img", tmp_path)
@@ -483,3 +488,67 @@ def test_observe_rt_config_can_turn_the_probes_off(tmp_path):
         )  # fmt: skip
         (tmp_path / "config.toml").write_text(text)
         assert config.load(str(tmp_path / "config.toml")).probes is probes
+
+
+class FakeObserveRt:
+    """A daemon that logs like observe-rt's at each (re)start, with probes on or off."""
+
+    def __init__(self, log, client) -> None:
+        self.log, self.client, self.probes, self.starts = log, client, True, []
+
+    def restart(self) -> None:
+        self.starts.append(self.probes)
+        line = "eBPF probes up (syscalls, tcp) in 900 ms" if self.probes else "eBPF probes off: x"
+        with open(self.log, "a") as out:
+            out.write(f"INFO {line}\nINFO Prometheus metrics on http://127.0.0.1:1/metrics\n")
+
+
+class WorkloadCri(FakeCri):
+    def exec_sync(self, container_id, cmd, timeout):
+        self._call("ExecSync")
+        outputs = {
+            "/bench/syscall_rate": "calls 1000 ns_total 300000 ns_per_call 300.00\n",
+            "/bench/http_load": "requests 300 errors 0 bytes 3000 seconds 3.000\n",
+        }
+        return api_pb2.ExecSyncResponse(exit_code=0, stdout=outputs[cmd[0]].encode())
+
+
+def test_probe_rounds_restart_the_daemon_on_and_off_and_read_its_metrics(tmp_path, monkeypatch):
+    from observe_rt.bench import cri_calls
+
+    scrapes = iter(range(100))
+
+    def scrape_text(url):  # counters that grow by 1000 getppid calls and 600 flows a scrape
+        n = next(scrapes)
+        return (f'observe_rt_container_syscalls_total{{syscall="getppid"}} {1000 * n}\n'
+                f'observe_rt_container_tcp_connections_total{{direction="active"}} {600 * n}\n'
+                f'observe_rt_probe_events_lost_total{{probe="tcp"}} 0\n')  # fmt: skip
+
+    monkeypatch.setattr(cri_calls, "scrape_text", scrape_text)
+    monkeypatch.setattr(probe_cost, "METRICS_SETTLE_S", 0)
+    client = WorkloadCri("o")
+    runtime = FakeObserveRt(tmp_path / "daemon.log", client)
+    runtime.log.write_text("INFO eBPF probes up (old start) in 5 ms\n")
+    target = Target("observe-rt", client, "busybox", tmp_path)
+    settings = probe_cost.ProbeSettings(rounds=2, syscalls=1000, http_seconds=3)
+    section = probe_cost.measure_probes(runtime, target, "workloads", settings, lambda text: None)
+    assert runtime.starts == [True, False, False, True] and runtime.probes is True
+    assert section["available"] and section["lost"] == 0
+    samples = section["samples"]
+    assert samples["compile_ms"] == [900.0, 900.0]  # this start's line, not the old one
+    assert samples["syscall_ns_on"] == samples["syscall_ns_off"] == [300.0, 300.0]
+    assert samples["requests_per_s_on"] == [100.0, 100.0]
+    assert samples["events_per_s"] == [200.0, 200.0]  # 600 flows in 3 s
+    assert samples["syscalls_counted_fraction"] == [1.0, 1.0]
+    assert client.pods == {} and client.images == ["workloads"]  # httpd's pod is removed
+
+
+def test_probes_that_do_not_load_make_the_rows_unavailable(tmp_path):
+    client = WorkloadCri("o")
+    runtime = FakeObserveRt(tmp_path / "daemon.log", client)
+    runtime.restart = lambda: runtime.log.write_text("WARNING eBPF probes off: no BTF\n")
+    target = Target("observe-rt", client, "busybox", tmp_path)
+    section = probe_cost.measure_probes(runtime, target, "w", probe_cost.ProbeSettings(1),
+                                        lambda text: None)  # fmt: skip
+    assert section == {"available": False, "reason": "the probes did not load: no BTF"}
+    assert client.pods == {}
