@@ -34,8 +34,15 @@ class CompareBench(CriBench):
         self.workloads_image: str | None = None
         self.workloads_reason = ""
         try:
-            from observe_rt.bench.workloads import push_workloads_image
+            self._add_workloads()
+        except BaseException:  # Ctrl-C while gcc runs: the runtimes are up, take them down
+            self.close()
+            raise
 
+    def _add_workloads(self) -> None:
+        from observe_rt.bench.workloads import push_workloads_image
+
+        try:
             self.workloads_image = push_workloads_image(self.registry.url, self.registry.host)
             observe_rt = self.observe_rt()
             if observe_rt is not None:
