@@ -156,8 +156,8 @@ def measure_lists(targets: list[Target], settings: Settings) -> None:
         interleave(targets, "lists", settings.repetitions, 1, _list_step(level))
         for target in targets:
             if "lists" not in target.reasons:
-                target.values[f"containers@{level}"] = len(up[target.name]) * \
-                    settings.containers_per_pod  # fmt: skip
+                count = len(up[target.name]) * settings.containers_per_pod
+                target.values[f"containers@{level}"] = count
         if level == top:
             for target in targets:
                 if "lists" not in target.reasons:
@@ -178,9 +178,9 @@ def _list_step(level: int):
     }
 
     def step(target: Target, index: int, measured: bool) -> None:
-        stub = target.client.runtime
+        stub, deadline = target.client.runtime, getattr(target.client, "timeout", 60.0)
         for figure, (rpc, request) in requests.items():
-            _, elapsed = timed(rpc, getattr(stub, rpc), request)
+            _, elapsed = timed(rpc, getattr(stub, rpc), request, deadline)
             if measured:
                 target.record(f"{figure}@{level}", elapsed)
 

@@ -163,15 +163,18 @@ class FakeCri:
         for container_id in self.pods.pop(pod_id):
             self.containers.pop(container_id, None)
 
-    def ListContainerStats(self, request):
+    def ListContainerStats(self, request, timeout):
+        assert timeout == 60.0
         self._call("ListContainerStats")
         return api_pb2.ListContainerStatsResponse()
 
-    def ListPodSandboxStats(self, request):
+    def ListPodSandboxStats(self, request, timeout):
+        assert timeout == 60.0
         self._call("ListPodSandboxStats")
         return api_pb2.ListPodSandboxStatsResponse()
 
-    def ListContainers(self, request):
+    def ListContainers(self, request, timeout):
+        assert timeout == 60.0
         self._call("ListContainers")
         return api_pb2.ListContainersResponse()
 
