@@ -23,8 +23,11 @@ from observe_rt.bench.common import rotated
 POD_NAMESPACE = "bench"
 READY_TIMEOUT_S = 30.0
 # A container that stops at once on SIGTERM (sleep as pid 1 ignores it): the lifecycle phase
-# times a graceful stop, not a grace period running out.
-TRAP_SCRIPT = 'trap "exit 0" TERM INT; while :; do sleep 3600 & wait; done'
+# times a graceful stop, not a grace period running out. It logs READY once the trap is set,
+# and the phase waits for that line (untimed): a SIGTERM before it would be ignored.
+READY = "ready"
+TRAP_SCRIPT = f'trap "exit 0" TERM INT; echo {READY}; while :; do sleep 3600 & wait; done'
+READY_LOG_TIMEOUT_S = 10.0
 SLEEP = ("sleep", "3600")
 
 
@@ -168,6 +171,21 @@ def wait_running(target: Target, container_id: str) -> None:
                 f"container {container_id[:12]} is not running: {state} {status.reason}"
             )
         time.sleep(0.01)
+
+
+def wait_logged(path: Path, text: str, timeout: float = READY_LOG_TIMEOUT_S) -> bool:
+    """Until the container's CRI log at `path` has the line `text` (or `timeout`). A CRI log
+    line is `<time> <stream> <P|F> <text>`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            lines = path.read_text().splitlines()
+            if any(line.split(" ", 3)[3:] == [text] for line in lines):
+                return True
+        except OSError:
+            pass  # not created yet
+        time.sleep(0.01)
+    return False
 
 
 def start_pod(target: Target, name: str, session: str, containers: int = 1) -> tuple[Pod, float]:

@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from observe_rt.bench import cri_calls, cri_memory
 from observe_rt.bench.endpoint import (
+    READY,
     TRAP_SCRIPT,
     Pod,
     StepError,
@@ -35,6 +37,7 @@ from observe_rt.bench.endpoint import (
     start_container,
     start_pod,
     timed,
+    wait_logged,
 )
 
 LIFECYCLE_STEPS = ("create", "start", "status", "stop", "remove")
@@ -113,6 +116,7 @@ def measure_lifecycle(targets: list[Target], settings: Settings) -> None:
                                               pod.id, config, pod.config)  # fmt: skip
         _, spans["start"] = timed("StartContainer", client.start_container, container_id)
         _, spans["status"] = timed("ContainerStatus", client.container_status, container_id)
+        wait_logged(Path(pod.config.log_directory, config.log_path), READY)
         _, spans["stop"] = timed("StopContainer", client.stop_container, container_id,
                                  STOP_TIMEOUT_S)  # fmt: skip
         _, spans["remove"] = timed("RemoveContainer", client.remove_container, container_id)

@@ -108,6 +108,7 @@ class FakeCri:
         self.containers: dict[str, str] = {}  # id -> state
         self.names: dict[str, str] = {}  # pod id -> name
         self.images: list[str] = []  # of every container created
+        self.logs: dict[str, str] = {}  # container id -> its CRI log
         self.lock = threading.Lock()
         self.runtime = self  # the List* stubs
         self.count = 0
@@ -129,6 +130,7 @@ class FakeCri:
         assert sandbox_config.metadata.name == self.names[pod_id]
         self.images.append(config.image.image)
         container_id = self._call("CreateContainer")
+        self.logs[container_id] = os.path.join(sandbox_config.log_directory, config.log_path)
         self.pods[pod_id].append(container_id)
         self.containers[container_id] = "created"
         return container_id
@@ -136,6 +138,8 @@ class FakeCri:
     def start_container(self, container_id):
         self._call("StartContainer")
         self.containers[container_id] = "running"
+        with open(self.logs[container_id], "a") as log:  # what the lifecycle's shell logs
+            log.write("2026-11-28T18:00:00.000000000Z stdout F ready\n")
 
     def container_status(self, container_id):
         self._call("ContainerStatus")
@@ -555,3 +559,13 @@ def test_probes_that_do_not_load_make_the_rows_unavailable(tmp_path):
                                         lambda text: None)  # fmt: skip
     assert section == {"available": False, "reason": "the probes did not load: no BTF"}
     assert client.pods == {}
+
+
+def test_waiting_for_a_cri_log_line(tmp_path):
+    log = tmp_path / "c.log"
+    assert not endpoint.wait_logged(log, "ready", timeout=0.05)  # no log yet
+    log.write_text("2026-11-28T18:00:00.000000000Z stdout F not ready\n")
+    assert not endpoint.wait_logged(log, "ready", timeout=0.05)
+    log.write_text("2026-11-28T18:00:00.000000000Z stdout F ready\n")
+    assert endpoint.wait_logged(log, "ready", timeout=0.05)
+    assert "echo ready" in endpoint.TRAP_SCRIPT
