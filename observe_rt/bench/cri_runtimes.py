@@ -42,7 +42,8 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 CLEANUP_RPC_TIMEOUT = 60.0
 CONTAINERD_SHIM_SOCKETS = Path("/run/containerd/s")
-CNI_CACHE = Path("/var/lib/cni")  # libcni's default cache dir, used by containerd's CRI
+CNI_CACHE = Path("/var/lib/cni")
+BPFFS = Path("/sys/fs/bpf")  # libcni's default cache dir, used by containerd's CRI
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class ObserveRtRuntime(BenchRuntime):
             socket=self.socket, state_dir=self.base / "state", run_dir=self.run_dir,
             cni_conf_dir=cni, cni_bin_dir=CNI_BIN_DIR, hosts_dir=self.base / "hosts.d",
             policy=self.base / "no-policy.json", cgroup_parent=self.cgroup_parent,
-            probes=self.probes,
+            probes=self.probes, bpf_pin_dir=self.pin_dir,
         ))  # fmt: skip
         return config
 
@@ -234,6 +235,14 @@ class ObserveRtRuntime(BenchRuntime):
         return cri_memory.find_processes(
             lambda argv: cri_memory.is_observe_rt_shim(argv, self.run_dir)
         )
+
+    @property
+    def pin_dir(self) -> Path:
+        """The probes' pinned maps (bpffs), private to the session."""
+        return BPFFS / f"{self.base.parent.name}-{self.base.name}"
+
+    def _remove_outside(self) -> None:
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
 
 
 class ContainerdRuntime(BenchRuntime):

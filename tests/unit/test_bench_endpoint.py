@@ -569,3 +569,18 @@ def test_waiting_for_a_cri_log_line(tmp_path):
     log.write_text("2026-11-28T18:00:00.000000000Z stdout F ready\n")
     assert endpoint.wait_logged(log, "ready", timeout=0.05)
     assert "echo ready" in endpoint.TRAP_SCRIPT
+
+
+def test_the_pin_dir_is_written_only_where_the_daemon_knows_the_key(tmp_path, monkeypatch):
+    from observe_rt.bench import cri_setup
+
+    def text(keys):
+        monkeypatch.setattr(cri_setup, "_daemon_config_keys", lambda: keys)
+        return cri_setup.observe_rt_config(
+            socket=tmp_path / "s", state_dir=tmp_path / "st", run_dir=tmp_path / "r",
+            cni_conf_dir=tmp_path / "c", cni_bin_dir="/usr/lib/cni", hosts_dir=tmp_path / "h",
+            policy=tmp_path / "p.json", cgroup_parent="/x", bpf_pin_dir="/sys/fs/bpf/ocb-1-o",
+        )  # fmt: skip
+
+    assert 'bpf_pin_dir = "/sys/fs/bpf/ocb-1-o"' in text({"bpf_pin_dir", "probes"})
+    assert "bpf_pin_dir" not in text({"probes"})
