@@ -47,7 +47,12 @@ class ProbeSamples:
     requests_per_s: dict[bool, list[float]] = field(default_factory=lambda: {True: [], False: []})
     compile_ms: list[float] = field(default_factory=list)
     events_per_s: list[float] = field(default_factory=list)
-    lost: int = 0
+    lost_by_probe: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return sum(self.lost_by_probe.values())
+
     syscalls_counted: list[float] = field(default_factory=list)  # counted / made, probes on
 
 
@@ -57,18 +62,19 @@ def compile_ms(log_text: str) -> float | None:
     return float(found[-1][1]) if found else None
 
 
-def metric_sum(text: str, name: str, where: dict[str, str] | None = None) -> float:
-    """Sum of the samples called `name` (with every label in `where`) in a Prometheus text."""
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called `name` in a Prometheus text."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(
-                sample.labels.get(k) == v for k, v in (where or {}).items()
-            ):
-                total += sample.value
-    return total
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == name]  # fmt: skip
+
+
+def metric_sum(text: str, name: str, where: dict[str, str] | None = None) -> float:
+    """Sum of the samples called `name` (with every label in `where`) in a Prometheus text."""
+    wanted = (where or {}).items()
+    return sum(value for labels, value in metric_samples(text, name)
+               if all(labels.get(k) == v for k, v in wanted))  # fmt: skip
 
 
 def measure_probes(runtime, target: Target, image: str, settings: ProbeSettings, say) -> dict:
@@ -152,7 +158,10 @@ def _round(target, container_id, probes, settings, samples: ProbeSamples, url) -
         after = scrape_text(url)
         flows = _connections(after) - _connections(before)
         samples.events_per_s.append(flows / load["seconds"])
-        samples.lost += int(_lost(after) - _lost(before))
+        for probe, count in _lost(after).items():
+            lost = int(count - _lost(before).get(probe, 0))
+            if lost:
+                samples.lost_by_probe[probe] = samples.lost_by_probe.get(probe, 0) + lost
 
 
 def _syscalls(text: str) -> float:
@@ -163,8 +172,12 @@ def _connections(text: str) -> float:
     return metric_sum(text, "observe_rt_container_tcp_connections_total")
 
 
-def _lost(text: str) -> float:
-    return metric_sum(text, "observe_rt_probe_events_lost_total")
+def _lost(text: str) -> dict[str, float]:
+    """observe_rt_probe_events_lost_total by probe."""
+    found: dict[str, float] = {}
+    for labels, value in metric_samples(text, "observe_rt_probe_events_lost_total"):
+        found[labels.get("probe", "")] = found.get(labels.get("probe", ""), 0.0) + value
+    return found
 
 
 def report_section(samples: ProbeSamples, settings: ProbeSettings) -> dict:
@@ -199,5 +212,6 @@ def report_section(samples: ProbeSamples, settings: ProbeSettings) -> dict:
             "syscalls_counted_fraction": samples.syscalls_counted,
         },  # fmt: skip
         "lost": samples.lost,
+        "lost_by_probe": dict(samples.lost_by_probe),
         "rows": rows,
     }

@@ -309,7 +309,7 @@ def measured(tmp_path) -> list[Target]:
 PROBES = probe_cost.report_section(
     probe_cost.ProbeSamples(syscall_ns={True: [500.0, 520.0], False: [300.0, 320.0]},
                             requests_per_s={True: [900.0], False: [1000.0]},
-                            compile_ms=[800.0, 900.0, 1000.0], events_per_s=[1800.0], lost=0,
+                            compile_ms=[800.0, 900.0, 1000.0], events_per_s=[1800.0],
                             syscalls_counted=[1.0]),
     probe_cost.ProbeSettings(rounds=2),
 )  # fmt: skip
@@ -529,7 +529,8 @@ def test_probe_rounds_restart_the_daemon_on_and_off_and_read_its_metrics(tmp_pat
         n = next(scrapes)
         return (f'observe_rt_container_syscalls_total{{syscall="getppid"}} {1000 * n}\n'
                 f'observe_rt_container_tcp_connections_total{{direction="active"}} {600 * n}\n'
-                f'observe_rt_probe_events_lost_total{{probe="tcp"}} 0\n')  # fmt: skip
+                f'observe_rt_probe_events_lost_total{{probe="tcp"}} {5 * n}\n'
+                f'observe_rt_probe_events_lost_total{{probe="oom"}} 0\n')  # fmt: skip
 
     monkeypatch.setattr(cri_calls, "scrape_text", scrape_text)
     monkeypatch.setattr(probe_cost, "METRICS_SETTLE_S", 0)
@@ -540,7 +541,8 @@ def test_probe_rounds_restart_the_daemon_on_and_off_and_read_its_metrics(tmp_pat
     settings = probe_cost.ProbeSettings(rounds=2, syscalls=1000, http_seconds=3)
     section = probe_cost.measure_probes(runtime, target, "workloads", settings, lambda text: None)
     assert runtime.starts == [True, False, False, True] and runtime.probes is True
-    assert section["available"] and section["lost"] == 0
+    assert section["available"] and section["lost"] == 10  # 5 in each round's HTTP load
+    assert section["lost_by_probe"] == {"tcp": 10}
     samples = section["samples"]
     assert samples["compile_ms"] == [900.0, 900.0]  # this start's line, not the old one
     assert samples["syscall_ns_on"] == samples["syscall_ns_off"] == [300.0, 300.0]
