@@ -45,8 +45,11 @@ dashboards-pictures: setup
 	OBSERVE_RT_DASHBOARD_PICTURES=dashboards/pictures OBSERVE_RT_DASHBOARD_SECONDS=90 \
 		$(PYTEST) tests/integration/test_dashboards.py -q
 
+# The CRI benchmark: observe-rt and containerd + runc (its own socket, state, CNI config;
+# torn down afterwards, also on Ctrl-C), interleaved, then the eBPF probes' overhead. Prints
+# one table and writes bench-results/latest.json. BENCH_ARGS adds options (see --help).
 bench: setup
-	$(VENV)/bin/observe-rt bench
+	$(VENV)/bin/observe-rt bench compare --results-dir bench-results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -18,6 +18,7 @@ python_bin="/usr/bin/python3"
 #   runc crun containerd                           peers for behaviour comparison and benchmarks
 #   prometheus tmux                                scrape tests and live-view tests
 #   iproute2 libseccomp2 kmod python3-venv         netns tooling, seccomp (ctypes), venv support
+#   gcc libc6-dev                                  static C workloads (probe tests, make bench)
 packages=(
     python3-bpfcc bpfcc-tools linux-headers-amd64
     containernetworking-plugins
@@ -25,6 +26,7 @@ packages=(
     runc crun containerd
     prometheus tmux
     iproute2 libseccomp2 kmod python3-venv python3-dev
+    gcc libc6-dev
 )
 
 log() { printf 'setup: %s\n' "$*"; }

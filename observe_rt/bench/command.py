@@ -1,12 +1,28 @@
-"""`observe-rt bench` lists the benchmarks; `observe-rt bench oci` runs the lifecycle benchmark,
-`observe-rt bench pull` the image pull benchmark (bench/pull_command.py)."""
+"""`observe-rt bench`: the dispatcher.
+
+    observe-rt bench                              lists the benchmarks
+    observe-rt bench --endpoint unix:///x.sock    the CRI benchmark of any runtime
+                                                  (endpoint_command.py)
+    observe-rt bench NAME ...                     one benchmark: oci (here), pull, cri, compare
+
+A new benchmark is a module with `HELP` and `register(benchmarks)` (see cri_command.py): add
+one line to BENCHMARKS and one to register() below.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from observe_rt.bench import common, cri_command, pull_command, top
+from observe_rt.bench import (
+    common,
+    compare_command,
+    cri_command,
+    endpoint_command,
+    pull_command,
+    top,
+)
 from observe_rt.bench import trace as trace_command
+from observe_rt.errors import InvalidArgument
 
 # Registration runs on every `observe-rt` start, including each `observe-rt oci` step the
 # benchmark times, so rich and the benchmark modules are imported only when a benchmark runs.
@@ -19,6 +35,7 @@ BENCHMARKS = {
     "median, p95, min, max and ratio to runc",
     "pull": pull_command.HELP,
     "cri": cri_command.HELP,
+    "compare": compare_command.HELP,
     "trace": trace_command.HELP,
     "top": top.HELP,
 }
@@ -41,20 +58,38 @@ OPTIONS = (
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("bench", help="benchmarks (`observe-rt bench` lists them)")
-    parser.set_defaults(func=list_benchmarks)
+    parser = sub.add_parser(
+        "bench",
+        help="benchmarks (`observe-rt bench` lists them)",
+        description="With --endpoint: the CRI benchmark of that runtime.",
+    )
+    endpoint_command.add_options(parser)
+    parser.set_defaults(func=bench_root)
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     common.add_benchmark(benchmarks, "oci", BENCHMARKS["oci"], OPTIONS, run_oci)
     pull_command.register(benchmarks)
     cri_command.register(benchmarks)
+    compare_command.register(benchmarks)
     trace_command.register(benchmarks)
     top.register(benchmarks)
 
 
+def bench_root(args: argparse.Namespace) -> int:
+    """`observe-rt bench --endpoint ...` runs the CRI benchmark; without it, the list."""
+    if args.endpoint is not None:
+        return endpoint_command.run_endpoint(args)
+    given = endpoint_command.options_given(args)
+    if given:
+        raise InvalidArgument(f"{', '.join(given)} need --endpoint unix:///path/cri.sock "
+                              "(or name a benchmark: `observe-rt bench` lists them)")  # fmt: skip
+    return list_benchmarks(args)
+
+
 def list_benchmarks(args: argparse.Namespace) -> int:
+    print("observe-rt bench --endpoint unix:///path/cri.sock: the CRI benchmark of any runtime")
     print("Benchmarks (run `observe-rt bench NAME --help` for options):")
     for name, text in BENCHMARKS.items():
-        print(f"  {name:<6} {text}")
+        print(f"  {name:<8} {text}")
     return 0
 
 

@@ -65,7 +65,7 @@ def add_benchmark(benchmarks, name: str, text: str, options: Sequence[Option], f
 
 
 def command_line(name: str, args: argparse.Namespace, options: Sequence[Option]) -> str:
-    words = ["observe-rt", "bench", name]
+    words = ["observe-rt", "bench", *([name] if name else [])]
     for option in options:
         value = getattr(args, option.dest)
         if option.always or value != option.default:
@@ -112,6 +112,17 @@ def run(
 
 def _interrupt(signum, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def narrator(console) -> Callable[[str], None]:
+    """say(text): one timestamped progress line on `console` (stderr), so a long run shows
+    where it is, in a terminal and in a log alike."""
+    import time
+
+    def say(text: str) -> None:
+        console.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False)
+
+    return say
 
 
 class progress:

@@ -176,6 +176,11 @@ class CriBench(Session):
             self.close()
             raise
 
+    def describe(self) -> str:
+        """The line that names this session's temp dir and tag (stderr): what it leaves
+        behind, if anything, carries one or the other."""
+        return f"session {self.session}: {self.tmp}"
+
     def _prepare(self, run: RuntimeRun, subnet: str) -> None:
         kinds = {"observe-rt": ObserveRtRuntime, "containerd": ContainerdRuntime}
         if run.name not in kinds:

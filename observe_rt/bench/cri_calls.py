@@ -72,3 +72,12 @@ def scrape(url: str, timeout: float = 10.0) -> tuple[float, int]:
     with opener.open(url, timeout=timeout) as response:
         body = response.read()
     return (time.perf_counter_ns() - start) / 1e6, len(body)
+
+
+def scrape_text(url: str, timeout: float = 10.0) -> str:
+    """The body of one GET of `url` (loopback only), as text."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as response:
+        return response.read().decode(errors="replace")

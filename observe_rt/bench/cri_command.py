@@ -46,6 +46,7 @@ def _measure(args: argparse.Namespace, errors) -> dict:
     total = per_runtime * len(RUNTIMES)
     with errors.status("starting the registry and the runtimes, pulling images"):
         bench = CriBench()
+    errors.print(bench.describe(), markup=False, highlight=False)
     with bench, common.progress(errors, total, "pod starts and teardowns") as advance:
         runs = bench.measure(args.pods, args.warmup, advance)
         if args.exec:

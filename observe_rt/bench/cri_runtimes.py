@@ -42,7 +42,8 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 CLEANUP_RPC_TIMEOUT = 60.0
 CONTAINERD_SHIM_SOCKETS = Path("/run/containerd/s")
-CNI_CACHE = Path("/var/lib/cni")  # libcni's default cache dir, used by containerd's CRI
+CNI_CACHE = Path("/var/lib/cni")
+BPFFS = Path("/sys/fs/bpf")  # libcni's default cache dir, used by containerd's CRI
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class BenchRuntime:
         self.client = None  # CriClient, once the socket answers
         self.version = ""
         self.pod_ids: set[str] = set()  # every pod created, for clean-up
+        self._images: BenchImages | None = None  # what start() pulled, for restart()
 
     # --- to be provided by each runtime --------------------------------------------------------
 
@@ -94,6 +96,7 @@ class BenchRuntime:
 
     def start(self, images: BenchImages) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
+        self._images = images
         config = self._write_config(images)
         with open(self.log, "ab") as out:
             # Its own session: a Ctrl-C reaches only us, and we stop the daemon in order.
@@ -104,6 +107,16 @@ class BenchRuntime:
         self._wait_ready()
         for reference in self.images_to_pull(images):
             self.client.pull_image(reference)
+
+    def restart(self) -> None:
+        """Stop the daemon alone (pods stay up where the runtime allows, as after a crash)
+        and start it again on a freshly written config."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self._stop_daemon()
+        self.process = None
+        self.start(self._images)
 
     def _wait_ready(self) -> None:
         """Until the socket accepts, Version answers and the network is ready."""
@@ -189,6 +202,7 @@ class BenchRuntime:
 
 class ObserveRtRuntime(BenchRuntime):
     name = "observe-rt"
+    probes = True  # set False (then restart()) to run the daemon with its eBPF probes off
 
     @property
     def socket(self) -> Path:
@@ -213,6 +227,7 @@ class ObserveRtRuntime(BenchRuntime):
             socket=self.socket, state_dir=self.base / "state", run_dir=self.run_dir,
             cni_conf_dir=cni, cni_bin_dir=CNI_BIN_DIR, hosts_dir=self.base / "hosts.d",
             policy=self.base / "no-policy.json", cgroup_parent=self.cgroup_parent,
+            probes=self.probes, bpf_pin_dir=self.pin_dir,
         ))  # fmt: skip
         return config
 
@@ -220,6 +235,14 @@ class ObserveRtRuntime(BenchRuntime):
         return cri_memory.find_processes(
             lambda argv: cri_memory.is_observe_rt_shim(argv, self.run_dir)
         )
+
+    @property
+    def pin_dir(self) -> Path:
+        """The probes' pinned maps (bpffs), private to the session."""
+        return BPFFS / f"{self.base.parent.name}-{self.base.name}"
+
+    def _remove_outside(self) -> None:
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
 
 
 class ContainerdRuntime(BenchRuntime):

@@ -75,9 +75,13 @@ def _toml_string(value: str | Path) -> str:
 
 def observe_rt_config(
     *, socket: Path, state_dir: Path, run_dir: Path, cni_conf_dir: Path, cni_bin_dir: str,
-    hosts_dir: Path, policy: Path, cgroup_parent: str,
+    hosts_dir: Path, policy: Path, cgroup_parent: str, probes: bool = True,
+    bpf_pin_dir: Path | None = None,
 ) -> str:  # fmt: skip
-    """observe-rt daemon's TOML (keys of observe_rt/config.py), every path private."""
+    """observe-rt daemon's TOML (keys of observe_rt/config.py), every path private; `probes`
+    false keeps the eBPF probes unloaded (the probe benchmark's "off"); `bpf_pin_dir`, a
+    private bpffs directory for the probes' pinned maps, is written where the daemon's config
+    has that key (pinning came later), so a session never shares a node daemon's pins."""
     values = {
         "socket": socket, "state_dir": state_dir, "run_dir": run_dir,
         "cni_conf_dir": cni_conf_dir, "registry_hosts_dir": hosts_dir, "policy": policy,
@@ -86,7 +90,16 @@ def observe_rt_config(
     }  # fmt: skip
     lines = [f"{key} = {_toml_string(value)}" for key, value in values.items()]
     lines.append(f"cni_bin_dirs = [{_toml_string(cni_bin_dir)}]")
+    lines.append(f"probes = {'true' if probes else 'false'}")
+    if bpf_pin_dir is not None and "bpf_pin_dir" in _daemon_config_keys():
+        lines.append(f"bpf_pin_dir = {_toml_string(bpf_pin_dir)}")
     return "\n".join(lines) + "\n"
+
+
+def _daemon_config_keys() -> set[str]:
+    from observe_rt.config import DaemonConfig
+
+    return set(DaemonConfig.__dataclass_fields__)
 
 
 def containerd_config(

@@ -47,3 +47,12 @@ def ratio(value: float, baseline: float | None) -> float | None:
     if baseline is None or baseline <= 0:
         return None
     return value / baseline
+
+
+def spread(samples: Sequence[float]) -> float | None:
+    """The interquartile range relative to the median, in percent: how much the middle half
+    of the runs moved (robust to a few outliers, unlike the standard deviation)."""
+    median = percentile(samples, 50)
+    if median <= 0:
+        return None
+    return (percentile(samples, 75) - percentile(samples, 25)) / median * 100

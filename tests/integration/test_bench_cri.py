@@ -4,45 +4,25 @@ also after SIGTERM with pods up. No timing claims."""
 
 from __future__ import annotations
 
-import glob
-import subprocess
-
 import pytest
 
-from tests.support.bench import interrupt, mounts, processes, run_json
-
-MARK = "/tmp/ocb-"  # the session's temp dir prefix (observe_rt/bench/cri.py)
+from tests.support.bench import (
+    NOTHING_LEFT,
+    assert_no_new_shim_sockets,
+    containerd_shim_sockets,
+    cri_bench_processes,
+    cri_leftovers,
+    cri_session,
+    interrupt,
+    run_json,
+)
 
 pytestmark = pytest.mark.root
 
 
-def bench_processes() -> set[tuple[int, str]]:
-    """Daemons, shims and registries of a bench session: their arguments name its temp dir."""
-    return processes(lambda argv, text: MARK in text and "bench cri" not in text)
-
-
-def bridges() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
-    names = {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
-    return {name for name in names if name.startswith("ocb")}
-
-
-def leftovers() -> dict:
-    return {
-        "dirs": set(glob.glob(f"{MARK}*")),
-        "processes": bench_processes(),
-        "mounts": mounts(MARK),
-        "bridges": bridges(),
-        "cgroups": set(glob.glob("/sys/fs/cgroup/*/observe-rt-bench-cri-*"))
-        | set(glob.glob("/sys/fs/cgroup/observe-rt-bench-cri-*")),
-        "shim_sockets": set(glob.glob("/run/containerd/s/*")),
-        "cni_cache": set(glob.glob("/var/lib/cni/results/ocb-*")),
-    }  # fmt: skip
-
-
 def test_bench_cri_json_reports_both_runtimes_and_leaves_nothing():
-    before = leftovers()
-    result = run_json("cri", "--pods", "2", timeout=600)
+    sockets, stderr = containerd_shim_sockets(), []
+    result = run_json("cri", "--pods", "2", timeout=600, stderr=stderr)
     assert result["benchmark"] == "cri" and result["baseline"] == "containerd"
     assert result["pods"] == 2 and result["warmup"] == 2
     assert result["command"] == "observe-rt bench cri --pods 2"
@@ -74,24 +54,26 @@ def test_bench_cri_json_reports_both_runtimes_and_leaves_nothing():
     assert containerd["memory"]["sandbox_processes"]["processes"] >= 2
     assert "sandbox_processes" not in result["runtimes"]["observe-rt"]["memory"]
     assert set(containerd["ratio_to_containerd"].values()) == {1.0}
-    assert leftovers() == before
+    assert cri_leftovers(*cri_session(stderr[0])) == NOTHING_LEFT
+    assert_no_new_shim_sockets(sockets)
 
 
 def test_sigterm_with_pods_up_cleans_up():
-    before = leftovers()
+    before, sockets = cri_bench_processes(), containerd_shim_sockets()
 
     def pods_up() -> bool:  # pods of both runtimes are up
-        new = [text for _, text in bench_processes() - before["processes"]]
+        new = [text for _, text in cri_bench_processes() - before]
         return len([text for text in new if "shim-runc-v2" in text or "pod.shim" in text]) >= 4
 
-    interrupt("cri", "--pods", "20", "--json", ready=pods_up, wait=180, exit_timeout=180)
-    assert leftovers() == before
+    err = interrupt("cri", "--pods", "20", "--json", ready=pods_up, wait=180, exit_timeout=180)
+    assert cri_leftovers(*cri_session(err)) == NOTHING_LEFT
+    assert_no_new_shim_sockets(sockets)
 
 
 def test_bench_cri_exec_and_stats_phases_report_structure():
-    before = leftovers()
+    sockets, stderr = containerd_shim_sockets(), []
     result = run_json("cri", "--pods", "1", "--exec", "3", "--stats-containers", "2",
-                      timeout=600)  # fmt: skip
+                      timeout=600, stderr=stderr)  # fmt: skip
     assert result["command"] == "observe-rt bench cri --pods 1 --exec 3 --stats-containers 2"
     assert result["exec"] == {"calls": 3, "command": ["true"], "timeout_s": 10}
     assert result["stats"]["containers"] == 2 and result["stats"]["list_calls"] == 20
@@ -112,4 +94,5 @@ def test_bench_cri_exec_and_stats_phases_report_structure():
     assert ort["metrics_scrape"]["scrapes"] == 10 and ort["metrics_scrape"]["bytes"] > 0
     assert ort["metrics_scrape"]["median_ms"] > 0 and ort["daemon_cpu"]["collector_ticks"] == 10
     assert "metrics_scrape" not in result["runtimes"]["containerd"]["stats"]
-    assert leftovers() == before
+    assert cri_leftovers(*cri_session(stderr[0])) == NOTHING_LEFT
+    assert_no_new_shim_sockets(sockets)
