@@ -31,8 +31,10 @@ _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
+# parse() always puts a domain in front, so the domain is required: with an optional one, an
+# invalid domain such as "a_b.io" would match as a path component and leave no domain at all.
 _REFERENCE_RE = re.compile(
-    rf"^(?:({_DOMAIN})/)?({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    rf"^({_DOMAIN})/({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     rf"(?::({_TAG}))?(?:@({_DIGEST}))?$",
     re.ASCII,
 )
