@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup run test unit integration lint bench clean
+.PHONY: setup run test unit integration fuzz lint bench clean
 
 # Idempotent: seconds on a machine that is already set up.
 setup:
@@ -15,11 +15,13 @@ run: setup
 	$(VENV)/bin/observe-rt doctor
 	$(VENV)/bin/observe-rt daemon
 
-# Lint first (seconds), then the unit tier (no root), then the integration tier (root).
+# Lint first (seconds), then the unit tier (no root), a short fuzz run, then the integration
+# tier (root).
 test: setup
 	$(VENV)/bin/ruff check observe_rt tests
 	$(VENV)/bin/ruff format --check observe_rt tests
 	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/fuzz -q
 	$(PYTEST) tests/integration -q
 
 unit: setup
@@ -27,6 +29,11 @@ unit: setup
 
 integration: setup
 	$(PYTEST) tests/integration -q
+
+# Every fuzz target (tests/fuzz) for FUZZ_SECONDS each; the short run is part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 lint: setup
 	$(VENV)/bin/ruff check observe_rt tests
