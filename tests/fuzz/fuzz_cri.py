@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -33,7 +32,7 @@ IMAGE = {
     "config": {"Entrypoint": ["/entry"], "Cmd": ["arg"], "Env": ["A=1"], "User": "app",
                "WorkingDir": "/srv", "StopSignal": "SIGQUIT", "Volumes": {"/data": {}}},
 }  # fmt: skip
-WORK = Path(tempfile.mkdtemp(prefix="observe-rt-fuzz-cri-"))
+WORK = harness.scratch("cri")
 
 
 def _fixtures() -> tuple[Path, Path]:

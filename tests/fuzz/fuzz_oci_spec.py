@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 from tests.fuzz import harness
 
@@ -21,7 +19,7 @@ with harness.instrumented():
     from observe_rt.runtime.seccomp_default import runtime_default_profile
     from observe_rt.runtime.spec_default import DEFAULT_CAPABILITIES, default_spec
 
-BUNDLE = Path(tempfile.mkdtemp(prefix="observe-rt-fuzz-bundle-"))
+BUNDLE = harness.scratch("bundle")
 (BUNDLE / "rootfs").mkdir(exist_ok=True)
 
 

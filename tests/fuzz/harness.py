@@ -40,6 +40,15 @@ def instrumented(*extra: str) -> contextlib.AbstractContextManager:
     return atheris.instrument_imports(include=[*INSTRUMENTED, *extra])
 
 
+def scratch(prefix: str) -> Path:
+    """A fresh directory for a target's files, under run.py's work directory when it runs
+    the target (it removes it afterwards; libFuzzer's exit skips Python's clean-up)."""
+    parent = os.environ.get("OBSERVE_RT_FUZZ_WORK") or None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"observe-rt-fuzz-{prefix}-", dir=parent))
+
+
 def provider(data: bytes):
     import atheris
 
@@ -51,12 +60,11 @@ def main(target: str, one_input: Callable[[bytes], None], seeds: Iterable[bytes]
     import atheris
 
     logging.disable(logging.CRITICAL)  # warnings about hostile input would flood the output
-    scratch = Path(os.environ.get("OBSERVE_RT_FUZZ_WORK") or tempfile.mkdtemp()) / target
-    scratch.mkdir(parents=True, exist_ok=True)
+    corpus = scratch(f"{target}-corpus")
     for seed in seeds:
-        (scratch / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
+        (corpus / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
     fixtures = CORPUS_ROOT / target
-    corpora = [str(scratch)] + ([str(fixtures)] if fixtures.is_dir() else [])
+    corpora = [str(corpus)] + ([str(fixtures)] if fixtures.is_dir() else [])
     flags = [arg for arg in sys.argv[1:] if arg.startswith("-")]
     atheris.Setup([sys.argv[0], *flags, *corpora], one_input)
     atheris.Fuzz()

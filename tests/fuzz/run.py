@@ -52,11 +52,13 @@ def run_target(target: str, seconds: int, work: Path) -> TargetRun:
         f"-max_total_time={seconds}", "-timeout=30", "-rss_limit_mb=2048",
         "-print_final_stats=1", f"-artifact_prefix={crashes}/", "-close_fd_mask=1",
     ]  # fmt: skip
-    env = {"OBSERVE_RT_FUZZ_WORK": str(work / "corpus"), "PYTHONPATH": str(REPO)}
+    scratch = work / "scratch" / target  # corpus, rootfs and snapshot dirs of the run
+    env = {"OBSERVE_RT_FUZZ_WORK": str(scratch), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         command, cwd=REPO, env={**_base_env(), **env}, capture_output=True, text=True,
         errors="replace", timeout=seconds * 3 + 120,
     )  # fmt: skip
+    shutil.rmtree(scratch, ignore_errors=True)
     stats = {name: int(value) for name, value in _STAT.findall(proc.stderr)}
     found = [p for p in crashes.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-"))]
     return TargetRun(target, seconds, stats.get("number_of_executed_units", 0),
@@ -87,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             print(run.output_tail, file=sys.stderr)
     total = sum(r.executions for r in runs)
     print(f"{'total':<12} {'':>7} {total:>11} {'':>10} {sum(r.crashes for r in runs):>7}")
-    print(f"crash inputs (if any) under {work / 'crashes'}")
+    if any(r.crashes for r in runs):
+        print(f"crash inputs under {work / 'crashes'}")
     if args.json:
         figures = [{k: v for k, v in asdict(r).items() if k != "output_tail"} for r in runs]
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-    if not args.work:
-        shutil.rmtree(work / "corpus", ignore_errors=True)
+    if not args.work and all(r.crashes == 0 for r in runs):
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r.ok for r in runs) else 1
 
 
