@@ -79,7 +79,11 @@ class Reference:
     def familiar(self) -> str:
         """The short form docker prints: docker.io and library/ dropped."""
         name = self.name
-        if self.domain == DEFAULT_DOMAIN:
+        first = self.path.split("/", 1)[0]
+        # A first component that looks like a domain keeps docker.io: "a.b/c" would name a host.
+        if self.domain == DEFAULT_DOMAIN and not (
+            any(c in first for c in ".:") or first == "localhost"
+        ):
             name = self.path
             rest = name.removeprefix(OFFICIAL_PREFIX)
             if rest != name and "/" not in rest:

@@ -63,7 +63,13 @@ def run_target(target: str, seconds: int, work: Path) -> TargetRun:
     found = [p for p in crashes.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-"))]
     return TargetRun(target, seconds, stats.get("number_of_executed_units", 0),
                      stats.get("new_units_added", 0), len(found), proc.returncode,
-                     proc.stderr[-4000:])  # fmt: skip
+                     _crash_report(proc.stderr))  # fmt: skip
+
+
+def _crash_report(stderr: str) -> str:
+    """The traceback and the crash input from libFuzzer's output, else its last lines."""
+    start = stderr.find("=== Uncaught Python exception")
+    return stderr[start : start + 6000] if start >= 0 else stderr[-4000:]
 
 
 def _base_env() -> dict[str, str]:
