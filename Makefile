@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup run test unit integration lint bench clean dashboards-check dashboards-pictures
+.PHONY: setup run test unit integration fuzz lint bench clean dashboards-check dashboards-pictures
 
 # Idempotent: seconds on a machine that is already set up.
 setup:
@@ -16,12 +16,13 @@ setup:
 run: setup
 	$(PY) -m observe_rt.demo
 
-# Lint first (seconds), then the unit tier (no root), then the integration tier (root).
-# The integration tier includes the dashboards check (tests/integration/test_dashboards.py).
+# Lint first (seconds), then the unit tier (no root), a short fuzz run, then the integration
+# tier (root), which includes the dashboards check (tests/integration/test_dashboards.py).
 test: setup
 	$(VENV)/bin/ruff check observe_rt tests
 	$(VENV)/bin/ruff format --check observe_rt tests
 	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/fuzz -q
 	$(PYTEST) tests/integration -q
 
 unit: setup
@@ -29,6 +30,11 @@ unit: setup
 
 integration: setup
 	$(PYTEST) tests/integration -q
+
+# Every fuzz target (tests/fuzz) for FUZZ_SECONDS each; the short run is part of `make test`.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 lint: setup
 	$(VENV)/bin/ruff check observe_rt tests

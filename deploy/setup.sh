@@ -2,7 +2,7 @@
 # Set up a development tree of observe-rt on a Debian 12 machine, as root.
 # Idempotent: on a machine that is already set up it only checks and finishes in seconds.
 #
-#   deploy/setup.sh            Debian packages + .venv + editable install with dev extras
+#   deploy/setup.sh            Debian packages + .venv + editable install with dev and fuzz extras
 #   OBSERVE_RT_SKIP_APT=1 ...  skip the Debian packages (e.g. an image that has them already)
 set -euo pipefail
 
@@ -98,10 +98,10 @@ make_venv() {
 
     local stamp="$venv/.installed-$(sha1sum "$repo/pyproject.toml" | cut -c1-12)"
     if [[ ! -e "$stamp" ]]; then
-        log "installing observe-rt (editable) with dev extras"
+        log "installing observe-rt (editable) with dev and fuzz extras"
         "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
         # compat mode: a plain path in a .pth file, no import hook (~20 ms off every start)
-        "$venv/bin/python" -m pip install -q -e "$repo[dev]" --config-settings editable_mode=compat
+        "$venv/bin/python" -m pip install -q -e "$repo[dev,fuzz]" --config-settings editable_mode=compat
         rm -f "$venv"/.installed-*
         touch "$stamp"
     else

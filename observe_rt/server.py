@@ -54,8 +54,12 @@ def build_server(cfg: DaemonConfig) -> tuple:
     from observe_rt.oci.policy import TrustPolicy
     from observe_rt.stream.cri import CriStreams
 
+    # Root only (CVE-2021-41103 class): bundles hold the pods' env, rootfses their files, and
+    # mountinfo shows other users the ids. No container needs a path through here: the
+    # overlay and bind mounts are made as root, and CRI pods have no user namespaces.
     for directory in (cfg.state_dir, cfg.run_dir, cfg.oci_root):
-        os.makedirs(directory, mode=0o711, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     images = ImageService(cfg.images_dir, hosts_dir=cfg.registry_hosts_dir,
                           policy=TrustPolicy.load(cfg.policy))  # fmt: skip
     network = CniManager(cfg.cni_conf_dir, list(cfg.cni_bin_dirs),

@@ -73,7 +73,7 @@ class PortMapping:
         try:
             host_port, container_port = int(value.get("hostPort") or 0), int(value["containerPort"])
             protocol, host_ip = str(value.get("protocol") or "tcp"), str(value.get("hostIP") or "")
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise InvalidArgument(f"port mapping {value!r}: {err!r}") from None
         return cls(host_port, container_port, protocol, host_ip)
 
@@ -105,14 +105,21 @@ class NetworkResult:
     @classmethod
     def from_cni(cls, result: Mapping[str, Any] | None, ifname: str = "eth0") -> NetworkResult:
         result = dict(result or {})
-        interfaces = [i for i in result.get("interfaces") or [] if isinstance(i, dict)]
+        interfaces = [i for i in _entries(result, "interfaces") if isinstance(i, dict)]
         ips = []
-        for entry in result.get("ips") or []:
+        for entry in _entries(result, "ips"):
             address = _pod_address(entry, interfaces, ifname)
             if address is not None:
                 ips.append(address)
         ips.sort(key=lambda a: ipaddress.ip_address(a).version)
         return cls(ips, interfaces, result)
+
+
+def _entries(result: Mapping[str, Any], key: str) -> list:
+    """A list field of a result; junk in its place (a plugin's bug) counts as none, as junk
+    inside the list does."""
+    value = result.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _pod_address(entry: Any, interfaces: list[dict[str, Any]], ifname: str) -> str | None:

@@ -82,10 +82,18 @@ def from_auth_config(auth: Mapping | None) -> CredentialsProvider:
 
 def from_docker_config(config: str | Path | Mapping) -> CredentialsProvider:
     """A provider for a docker config.json (a path or its parsed content)."""
+    where = "docker config"
     if not isinstance(config, Mapping):
-        config = json.loads(Path(config).read_text())
+        where = f"docker config {config}"
+        try:
+            config = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as err:
+            raise AuthError(f"{where}: unreadable: {err}", "FAILED_PRECONDITION") from None
+    auths = (config.get("auths") if isinstance(config, Mapping) else None) or {}
+    if not isinstance(auths, Mapping):
+        raise AuthError(f"{where}: 'auths' must map registries to entries", "FAILED_PRECONDITION")
     entries = {}
-    for key, entry in (config.get("auths") or {}).items():
+    for key, entry in auths.items():
         if isinstance(entry, Mapping) and (creds := _credentials_from_entry(entry)):
             entries[_canonical_host(_host_of(key))] = creds
 
@@ -111,7 +119,7 @@ def _credentials_from_entry(entry: Mapping) -> Credentials | None:
     username, password = _field(entry, "username"), _field(entry, "password")
     if not username and entry.get("auth"):
         try:
-            decoded = base64.b64decode(entry["auth"], validate=True).decode()
+            decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
         except (ValueError, UnicodeDecodeError):
             decoded = ""
         username, sep, password = decoded.partition(":")

@@ -170,6 +170,9 @@ def parse_document(raw: bytes, content_type: str | None = None) -> tuple[str, di
 
 def _media_type_of(document: dict, content_type: str) -> str:
     declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        kind = _json_type(declared)
+        raise ManifestError(f"manifest field 'mediaType' must be a string, not {kind}")
     if document.get("schemaVersion") == 1:
         return DOCKER_SCHEMA1
     if content_type not in _GENERIC_CONTENT_TYPES:
@@ -218,15 +221,17 @@ def select_platform(
     """The descriptor of the manifest in `index` that best suits `wanted` (default: this host)."""
     if isinstance(index, bytes | str):
         index = json.loads(index)
+    if not isinstance(index, dict):
+        raise ManifestError(f"{where} is not a JSON object")
     wanted = normalize_platform(*_fields(wanted or host_platform()))
     preference = _variant_preference(wanted)
     best: tuple[int, dict] | None = None
     available = []
-    for descriptor in index.get("manifests") or []:
-        entry = descriptor.get("platform") or {}
-        offered = normalize_platform(
-            entry.get("os", ""), entry.get("architecture", ""), entry.get("variant", "")
-        )
+    manifests = index.get("manifests") or []
+    if not isinstance(manifests, list):
+        raise ManifestError(f"{where}: field 'manifests' must be a list of descriptors")
+    for position, descriptor in enumerate(manifests):
+        offered = _offered_platform(descriptor, f"{where} manifests[{position}]")
         available.append(str(offered))
         if (offered.os, offered.architecture) != (wanted.os, wanted.architecture):
             continue
@@ -240,5 +245,23 @@ def select_platform(
     return best[1]
 
 
+def _offered_platform(descriptor: object, where: str) -> Platform:
+    """The platform a descriptor of an index names (none named: the empty platform)."""
+    entry = descriptor.get("platform") if isinstance(descriptor, dict) else None
+    fields = ("os", "architecture", "variant")
+    if not isinstance(descriptor, dict) or not isinstance(entry or {}, dict):
+        raise ManifestError(f"{where}: a descriptor and its platform must be JSON objects")
+    values = [(entry or {}).get(name) or "" for name in fields]
+    if not all(isinstance(value, str) for value in values):
+        raise ManifestError(f"{where}: platform os, architecture and variant must be strings")
+    return normalize_platform(*values)
+
+
 def _fields(platform: Platform) -> tuple[str, str, str]:
     return platform.os, platform.architecture, platform.variant
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a value's type, for messages about a field of the wrong type."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else "null")

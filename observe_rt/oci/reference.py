@@ -31,8 +31,10 @@ _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})(?::[0-9]+
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
+# parse() always puts a domain in front, so the domain is required: with an optional one, an
+# invalid domain such as "a_b.io" would match as a path component and leave no domain at all.
 _REFERENCE_RE = re.compile(
-    rf"^(?:({_DOMAIN})/)?({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    rf"^({_DOMAIN})/({_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     rf"(?::({_TAG}))?(?:@({_DIGEST}))?$",
     re.ASCII,
 )
@@ -77,7 +79,11 @@ class Reference:
     def familiar(self) -> str:
         """The short form docker prints: docker.io and library/ dropped."""
         name = self.name
-        if self.domain == DEFAULT_DOMAIN:
+        first = self.path.split("/", 1)[0]
+        # A first component that looks like a domain keeps docker.io: "a.b/c" would name a host.
+        if self.domain == DEFAULT_DOMAIN and not (
+            any(c in first for c in ".:") or first == "localhost"
+        ):
             name = self.path
             rest = name.removeprefix(OFFICIAL_PREFIX)
             if rest != name and "/" not in rest:

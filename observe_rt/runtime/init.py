@@ -127,7 +127,7 @@ def container_init(plan: dict, channel: Channel) -> None:
         libc.sethostname(plan["hostname"])
     if plan["domainname"]:
         libc.setdomainname(plan["domainname"])
-    os.chdir(process["cwd"])
+    enter_cwd(process["cwd"])
     executable = find_executable(process["args"][0], process["path"])
     set_oom_score_adj(process["oom_score_adj"])
     lsm.set_exec_labels(process["apparmor_profile"], process["selinux_label"])
@@ -182,7 +182,7 @@ def _release_stdio() -> None:
 def run_exec_process(plan: dict) -> None:
     """The command gets the container's user, capabilities, no_new_privs and seccomp."""
     process = plan["process"]
-    os.chdir(process["cwd"])
+    enter_cwd(process["cwd"])
     executable = find_executable(process["args"][0], process["path"])
     for number, soft, hard in process["rlimits"]:
         resource.setrlimit(number, (_rlim(soft), _rlim(hard)))
@@ -220,6 +220,20 @@ def build_rootfs(plan: dict) -> None:
     rootfs.mask_paths(root, plan["masked_paths"])
     rootfs.readonly_paths(root, plan["readonly_paths"])
     rootfs.pivot(root, plan["rootfs_propagation"], plan["rootfs"]["readonly"])
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir, then refuse a cwd outside the container's root (CVE-2024-21626: a cwd such as
+    /proc/self/fd/N reaches the host through a descriptor this process still holds). The
+    kernel cannot name such a directory from our root, so getcwd fails with ENOENT; runc
+    checks the same way."""
+    os.chdir(cwd)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise PermissionError(
+            f"process.cwd {cwd}: outside the container's root (through a descriptor?); refused"
+        ) from None
 
 
 def find_executable(name: str, search_path: str) -> str:

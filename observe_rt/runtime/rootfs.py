@@ -124,7 +124,13 @@ def mount_all(
             mount_one(root, m)
 
 
+# Kernel filesystems whose masked and readonly files guard the host (/proc/sys, /sys/firmware).
+_KERNEL_FS = ("proc", "sysfs")
+
+
 def mount_one(root: Rootfs, m: dict) -> None:
+    if m["type"] in _KERNEL_FS and not m["bind"]:
+        _check_plain_directory(root, m["destination"], m["type"])
     is_dir = not m["bind"] or os.path.isdir(m["source"])
     target = root.make_target(m["destination"], is_dir)
     try:
@@ -141,6 +147,25 @@ def mount_one(root: Rootfs, m: dict) -> None:
             _on(root, m["destination"], lambda p, prop=propagation: libc.mount(None, p, None, prop))
     finally:
         os.close(target)
+
+
+def _check_plain_directory(root: Rootfs, destination: str, fs_type: str) -> None:
+    """proc and sysfs go on ordinary directories only, as runc requires: an image that makes
+    /proc a symlink would get proc mounted elsewhere and /proc/sys left writable."""
+    try:
+        os.close(
+            root.open(destination, os.O_PATH | os.O_DIRECTORY, _IN_ROOT | libc.RESOLVE_NO_SYMLINKS)
+        )
+    except FileNotFoundError:
+        return  # created as a directory by make_target
+    except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise OSError(
+            err.errno,
+            f"mounting {fs_type} on {destination}: the rootfs has a symlink or a file "
+            "there; proc and sysfs are mounted on ordinary directories only",
+        ) from None
 
 
 def _with_label(data: str, label: str) -> str:
@@ -253,10 +278,13 @@ def _make_device(root: Rootfs, device: dict, bind_from_host: bool) -> None:
 # --- masking, read-only paths, pivot -----------------------------------------------------------
 
 
-def _open_existing(root: Rootfs, path: str) -> int | None:
-    """Descriptor of `path`, or None when it is absent or reached through a symlink."""
+def _open_existing(root: Rootfs, path: str, follow: bool = True) -> int | None:
+    """Descriptor of `path`, or None when it is absent. Symlinks on the way are followed inside
+    the rootfs (as runc masks after pivot_root), so a masked or readonly path an image links
+    elsewhere is masked where the container sees it; without `follow`, a symlink means None."""
+    resolve = _IN_ROOT if follow else libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_SYMLINKS
     try:
-        return root.open(path, os.O_PATH, libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_SYMLINKS)
+        return root.open(path, os.O_PATH, resolve)
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
             return None
@@ -269,7 +297,7 @@ def _dev_null(root: Rootfs) -> int:
     Either way it is opened without following symlinks and checked to be the 1:3 character
     device, so an image cannot swap it for a link to a host file (CVE-2025-31133 class).
     """
-    fd = _open_existing(root, "/dev/null")
+    fd = _open_existing(root, "/dev/null", follow=False)
     if fd is None:
         fd = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     st = os.fstat(fd)

@@ -24,11 +24,11 @@ def load_bundle(bundle: str) -> dict[str, Any]:
     """Parse <bundle>/config.json; a missing or malformed file is an InvalidArgument."""
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:
             spec = json.load(f)
     except FileNotFoundError:
         raise InvalidArgument(f"bundle {bundle}: no config.json") from None
-    except json.JSONDecodeError as err:
+    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8, or nested beyond reason
         raise InvalidArgument(f"{path}: not valid JSON: {err}") from None
     if not isinstance(spec, dict):
         raise InvalidArgument(f"{path}: top level must be an object")
@@ -54,7 +54,9 @@ def _build_plan(spec: dict, bundle: str, container_id: str) -> dict:
         "mounts": [_mount(m, i) for i, m in enumerate(_list(spec, "mounts", "mounts"))],
         "masked_paths": _abs_paths(linux.get("maskedPaths", []), "linux.maskedPaths"),
         "readonly_paths": _abs_paths(linux.get("readonlyPaths", []), "linux.readonlyPaths"),
-        "rootfs_propagation": _propagation(linux.get("rootfsPropagation", "")),
+        "rootfs_propagation": _propagation(
+            _str(linux, "rootfsPropagation", "linux.rootfsPropagation")
+        ),
         "hostname": _str(spec, "hostname", "hostname"),
         "domainname": _str(spec, "domainname", "domainname"),
         "sysctl": _sysctl(linux.get("sysctl") or {}, namespaces),
@@ -63,7 +65,7 @@ def _build_plan(spec: dict, bundle: str, container_id: str) -> dict:
         "process": _process(process),
         "seccomp": _seccomp(linux.get("seccomp")),
         "mount_label": _str(linux, "mountLabel", "linux.mountLabel"),
-        "devices": linux.get("devices", []),
+        "devices": _devices(_list(linux, "devices", "linux.devices")),
     }
     proc = plan["process"]
     lsm.validate(proc["apparmor_profile"], proc["selinux_label"], plan["mount_label"], lsm.active())
@@ -92,6 +94,13 @@ def _list(parent: dict, key: str, where: str) -> list:
     value = parent.get(key) or []
     if not isinstance(value, list):
         raise ValueError(f"{where}: must be a list")
+    return value
+
+
+def _str_list(parent: dict, key: str, where: str) -> list[str]:
+    value = _list(parent, key, where)
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{where}: must be a list of strings")
     return value
 
 
@@ -130,7 +139,7 @@ def _namespaces(raw: list) -> list[dict]:
         if ns_type in seen:
             raise ValueError(f"{where}.type: namespace {ns_type} listed twice")
         seen.add(ns_type)
-        path = ns.get("path") or ""
+        path = _str(ns, "path", f"{where}.path")
         if path and not os.path.isabs(path):
             raise ValueError(f"{where}.path: must be absolute, got {path!r}")
         if path and not os.path.exists(path):
@@ -157,7 +166,7 @@ def _mount(raw: Any, index: int) -> dict:
     destination = _str(raw, "destination", f"{where}.destination")
     if not os.path.isabs(destination):
         raise ValueError(f"{where}.destination: must be an absolute path, got {destination!r}")
-    options = _list(raw, "options", f"{where}.options")
+    options = _str_list(raw, "options", f"{where}.options")
     flags, propagation, data = mountopts.parse(options)
     fs_type = _str(raw, "type", f"{where}.type")
     source = _str(raw, "source", f"{where}.source")
@@ -208,6 +217,8 @@ def _id_mappings(raw: list, where: str) -> list[dict]:
         raise ValueError(f"{where}: must be a list")
     mappings = []
     for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise ValueError(f"{where}[{i}]: must be an object")
         mappings.append({
             key: _int(m.get(key), f"{where}[{i}].{key}", minimum=0)
             for key in ("containerID", "hostID", "size")
@@ -231,7 +242,7 @@ def _process(process: dict) -> dict:
     args = process.get("args")
     if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
         raise ValueError("process.args: must be a non-empty list of strings")
-    cwd = process.get("cwd") or "/"
+    cwd = _str(process, "cwd", "process.cwd") or "/"
     if not os.path.isabs(cwd):
         raise ValueError(f"process.cwd: must be an absolute path, got {cwd!r}")
     user = _obj(process, "user", "process.user")
@@ -249,13 +260,13 @@ def _process(process: dict) -> dict:
         "gid": _int(user.get("gid", 0), "process.user.gid", minimum=0),
         "additional_gids": [
             _int(g, f"process.user.additionalGids[{i}]", minimum=0)
-            for i, g in enumerate(user.get("additionalGids") or [])
+            for i, g in enumerate(_list(user, "additionalGids", "process.user.additionalGids"))
         ],
         "umask": None if umask is None else _int(umask, "process.user.umask", minimum=0),
         "capabilities": _capabilities(_obj(process, "capabilities", "process.capabilities")),
         "no_new_privileges": bool(process.get("noNewPrivileges", False)),
         "rlimits": [_rlimit(r, i) for i, r in enumerate(_list(process, "rlimits", "rlimits"))],
-        "oom_score_adj": process.get("oomScoreAdj"),
+        "oom_score_adj": _oom_score_adj(process.get("oomScoreAdj")),
         "apparmor_profile": _str(process, "apparmorProfile", "process.apparmorProfile"),
         "selinux_label": _str(process, "selinuxLabel", "process.selinuxLabel"),
         "path": _env_path(env),
@@ -273,7 +284,7 @@ def _capabilities(raw: dict) -> dict[str, int]:
     kernel_last = capabilities.last_cap()
     masks = {}
     for cap_set in capabilities.CAP_SETS:
-        names = raw.get(cap_set) or []
+        names = _str_list(raw, cap_set, f"process.capabilities.{cap_set}")
         for i, name in enumerate(names):
             if name not in capabilities.CAP_NUMBER:
                 raise ValueError(
@@ -285,7 +296,9 @@ def _capabilities(raw: dict) -> dict[str, int]:
 
 def _rlimit(raw: dict, index: int) -> list[int]:
     where = f"process.rlimits[{index}]"
-    name = raw.get("type", "")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: must be an object")
+    name = _str(raw, "type", f"{where}.type")
     number = getattr(resource, name, None) if name.startswith("RLIMIT_") else None
     if number is None:
         raise ValueError(f"{where}.type: unknown rlimit {name!r}")
@@ -294,3 +307,35 @@ def _rlimit(raw: dict, index: int) -> list[int]:
     if soft > hard:
         raise ValueError(f"{where}: soft limit {soft} is above hard limit {hard}")
     return [number, soft, hard]
+
+
+def _oom_score_adj(value: Any) -> int | None:
+    if value is None:
+        return None
+    _int(value, "process.oomScoreAdj", minimum=-1000)
+    if value > 1000:
+        raise ValueError(f"process.oomScoreAdj: must be <= 1000, got {value}")
+    return value
+
+
+_DEVICE_TYPES = ("c", "u", "b", "p")
+# Each number's largest value: what makedev, mknod's permission bits and chown accept.
+_DEVICE_NUMBERS = {"major": 2**32 - 1, "minor": 2**32 - 1, "fileMode": 0o7777,
+                   "uid": 2**32 - 2, "gid": 2**32 - 2}  # fmt: skip
+
+
+def _devices(raw: list) -> list[dict]:
+    """linux.devices, checked here rather than failing in the init after create."""
+    for i, device in enumerate(raw):
+        where = f"linux.devices[{i}]"
+        if not isinstance(device, dict):
+            raise ValueError(f"{where}: must be an object")
+        path = _str(device, "path", f"{where}.path")
+        if not os.path.isabs(path) or os.path.normpath(path) in ("/", "/dev"):
+            raise ValueError(f"{where}.path: must be an absolute path of a node, got {path!r}")
+        if device.get("type", "c") not in _DEVICE_TYPES:
+            raise ValueError(f"{where}.type: must be one of {', '.join(_DEVICE_TYPES)}")
+        for key, most in _DEVICE_NUMBERS.items():
+            if device.get(key) is not None and _int(device[key], f"{where}.{key}", 0) > most:
+                raise ValueError(f"{where}.{key}: must be <= {most:#o}, got {device[key]}")
+    return raw
