@@ -28,11 +28,9 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
             records = self.images.list()
         return api_pb2.ListImagesResponse(images=[self._image(r) for r in records])
 
-    def StreamImages(self, request, context):
-        listed = self.ListImages(streamed.list_request(api_pb2.ListImagesRequest, request), context)
-        yield from streamed.chunked(
-            listed.images, lambda part: api_pb2.StreamImagesResponse(images=part)
-        )
+    StreamImages = streamed.rpc(
+        "ListImages", api_pb2.ListImagesRequest, "images", api_pb2.StreamImagesResponse, "images"
+    )
 
     @unary
     def ImageStatus(self, request, context):

@@ -269,41 +269,35 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     # --- Stream* lists: the List RPC's answer in chunks (streamed.py) ---------------------------
 
-    def StreamPodSandboxes(self, request, context):
-        listed = self.ListPodSandbox(
-            streamed.list_request(api_pb2.ListPodSandboxRequest, request), context
-        )
-        yield from streamed.chunked(
-            listed.items, lambda part: api_pb2.StreamPodSandboxesResponse(pod_sandboxes=part)
-        )
-
-    def StreamContainers(self, request, context):
-        listed = self.ListContainers(
-            streamed.list_request(api_pb2.ListContainersRequest, request), context
-        )
-        yield from streamed.chunked(
-            listed.containers, lambda part: api_pb2.StreamContainersResponse(containers=part)
-        )
-
-    def StreamContainerStats(self, request, context):
-        listed = self.ListContainerStats(
-            streamed.list_request(api_pb2.ListContainerStatsRequest, request), context
-        )
-        yield from streamed.chunked(
-            listed.stats, lambda part: api_pb2.StreamContainerStatsResponse(container_stats=part)
-        )
-
-    def StreamPodSandboxStats(self, request, context):
-        listed = self.ListPodSandboxStats(
-            streamed.list_request(api_pb2.ListPodSandboxStatsRequest, request), context
-        )
-        yield from streamed.chunked(
-            listed.stats, lambda part: api_pb2.StreamPodSandboxStatsResponse(pod_sandbox_stats=part)
-        )
-
-    def StreamPodSandboxMetrics(self, request, context):
-        listed = self.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest(), context)
-        yield from streamed.chunked(
-            listed.pod_metrics,
-            lambda part: api_pb2.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=part),
-        )
+    StreamPodSandboxes = streamed.rpc(
+        "ListPodSandbox",
+        api_pb2.ListPodSandboxRequest,
+        "items",
+        api_pb2.StreamPodSandboxesResponse,
+        "pod_sandboxes",
+    )
+    StreamContainers = streamed.rpc(
+        "ListContainers",
+        api_pb2.ListContainersRequest,
+        "containers",
+        api_pb2.StreamContainersResponse,
+        "containers",
+    )
+    StreamContainerStats = streamed.rpc(
+        "ListContainerStats",
+        api_pb2.ListContainerStatsRequest,
+        "stats",
+        api_pb2.StreamContainerStatsResponse,
+        "container_stats",
+    )
+    StreamPodSandboxStats = streamed.rpc(
+        "ListPodSandboxStats",
+        api_pb2.ListPodSandboxStatsRequest,
+        "stats",
+        api_pb2.StreamPodSandboxStatsResponse,
+        "pod_sandbox_stats",
+    )
+    StreamPodSandboxMetrics = streamed.rpc("ListPodSandboxMetrics",
+                                           api_pb2.ListPodSandboxMetricsRequest, "pod_metrics",
+                                           api_pb2.StreamPodSandboxMetricsResponse,
+                                           "pod_sandbox_metrics")  # fmt: skip

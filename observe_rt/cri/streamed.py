@@ -20,6 +20,19 @@ def chunked(items: Sequence, make: Callable[[Sequence], object]) -> Iterator:
 def list_request(request_type, stream_request):
     """The List request with the Stream request's filter (when it has one)."""
     listed = request_type()
-    if stream_request.HasField("filter"):
+    has_filter = "filter" in stream_request.DESCRIPTOR.fields_by_name
+    if has_filter and stream_request.HasField("filter"):
         listed.filter.CopyFrom(stream_request.filter)
     return listed
+
+
+def rpc(list_rpc: str, request_type, items: str, response_type, field: str):
+    """A servicer method for a Stream RPC: servicer.<list_rpc>(request_type(...)).<items>,
+    sent as response_type(<field>=chunk) messages."""
+
+    def method(self, request, context):
+        listed = getattr(self, list_rpc)(list_request(request_type, request), context)
+        yield from chunked(getattr(listed, items), lambda part: response_type(**{field: part}))
+
+    method.__doc__ = f"{list_rpc}'s answer, in chunks of {CHUNK}."
+    return method

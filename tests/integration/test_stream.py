@@ -217,14 +217,7 @@ def test_client_disconnect_leaves_nothing_behind(daemon, pod):
         ws, _ = connect(exec_url(daemon, cid, ["sleep", "1000"], tty=tty, stderr=not tty), [V5])
         time.sleep(0.2)
         ws.sock.close()  # gone without a close frame
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
-        if "sleep 1000" not in ps and _no_more(_resources(pid), before):
-            break
-        time.sleep(0.3)
-    assert "sleep 1000" not in ps
-    assert _no_more(_resources(pid), before), (_resources(pid), before)
+    assert_nothing_left(daemon, cid, before)
 
 
 def test_a_hundred_bad_calls_leave_nothing_behind(daemon, pod):
@@ -293,15 +286,21 @@ def test_a_hundred_bad_calls_leave_nothing_behind(daemon, pod):
     before = _resources(pid)
     for _ in range(10):
         ten_bad_calls()
-    deadline = time.monotonic() + 30
+    assert_nothing_left(daemon, cid, before)
+    assert runtime.Version(api_pb2.VersionRequest()).runtime_name == "observe-rt"  # still serving
+
+
+def assert_nothing_left(daemon, cid: str, before: tuple, timeout: float = 30) -> None:
+    """No `sleep 1000` left in the container, and the daemon back to `before` (_resources)."""
+    pid = daemon.process.pid
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
         if "sleep 1000" not in ps and _no_more(_resources(pid), before):
             break
-        time.sleep(0.5)
+        time.sleep(0.3)
     assert "sleep 1000" not in ps
     assert _no_more(_resources(pid), before), (_resources(pid), before)
-    assert runtime.Version(api_pb2.VersionRequest()).runtime_name == "observe-rt"  # still serving
 
 
 def _resources(pid: int) -> tuple[int, int, int]:

@@ -14,7 +14,11 @@ import pytest
 
 from observe_rt.cri.v1 import api_pb2
 from observe_rt.stream import spdy
-from tests.integration.test_stream import _exec_sync, _no_more, _resources, _wait_for_httpd
+from tests.integration.test_stream import (
+    _resources,
+    _wait_for_httpd,
+    assert_nothing_left,
+)
 from tests.support.daemon import container_config, pod_config, run_pod, start_container, status
 from tests.support.fake_apiserver import POD_NAME, FakeApiServer
 from tests.support.spdy_client import SpdyClient, handshake
@@ -160,14 +164,7 @@ def test_100_disconnects_and_malformed_inputs_leave_nothing_behind(daemon, pod):
     before = _resources(pid)
     calls = _exec_drops(daemon, cid) + _portforward_drops(daemon, pod_id)
     assert calls == 100
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ps = _exec_sync(daemon, cid, ["ps", "-o", "args"])
-        if "sleep 1000" not in ps and _no_more(_resources(pid), before):
-            break
-        time.sleep(0.3)
-    assert "sleep 1000" not in ps
-    assert _no_more(_resources(pid), before), (_resources(pid), before)
+    assert_nothing_left(daemon, cid, before)
 
 
 def _exec_drops(daemon, cid) -> int:
