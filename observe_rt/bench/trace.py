@@ -43,6 +43,7 @@ def _measure(args: argparse.Namespace, errors) -> dict:
     total = (2 * args.warmup + 2 * args.pods) * 2
     with errors.status("starting the registry, the receiver and both daemons, pulling images"):
         bench = TraceBench()
+    errors.print(bench.describe(), markup=False, highlight=False)
     with bench, common.progress(errors, total, "pod starts and teardowns") as advance:
         runs = bench.measure(args.pods, args.warmup, advance)
         return build_report(runs, args.pods, args.warmup, bench.exported(), common.host_info(),

@@ -3,19 +3,16 @@ the traced one's spans at the receiver, and nothing left behind. No timing claim
 
 from __future__ import annotations
 
-import glob
-
 import pytest
 
-from tests.integration.test_bench_cri import leftovers
-from tests.support.bench import run_json
+from tests.support.bench import NOTHING_LEFT, cri_leftovers, cri_session, run_json
 
 pytestmark = pytest.mark.root
 
 
 def test_bench_trace_json_reports_both_daemons_and_leaves_nothing():
-    before = leftovers()
-    result = run_json("trace", "--pods", "1", "--warmup", "0", timeout=600)
+    stderr = []
+    result = run_json("trace", "--pods", "1", "--warmup", "0", timeout=600, stderr=stderr)
     assert result["benchmark"] == "trace" and result["baseline"] == "untraced"
     assert result["command"] == "observe-rt bench trace --pods 1 --warmup 0"
     assert list(result["runtimes"]) == ["untraced", "traced"]
@@ -27,15 +24,5 @@ def test_bench_trace_json_reports_both_daemons_and_leaves_nothing():
     # One traced pod start is at least its three CRI calls and their steps.
     assert export["spans_received"] >= 10 and export["spans_dropped"] == 0
     assert export["spans_exported"] == export["spans_received"]
-    new = {key: {str(item) for item in set(value) - set(before[key])}
-           for key, value in leftovers().items()}  # fmt: skip
-    assert {key: ours(items) for key, items in new.items()} == {key: set() for key in new}
-
-
-def ours(items: set[str]) -> set[str]:
-    """What a trace session leaves: its daemons' dirs are u/ (untraced) and t/ (traced), its
-    bridges end in u or t. Other engineers' bench sessions on this machine come and go."""
-    return {item for item in items
-            if any(part in item for part in ("/u/", "/t/", "/untraced", "/traced"))
-            or (item.startswith("ocb") and item[-1] in "ut")
-            or any(glob.glob(f"{item}/{d}") for d in ("u", "t"))}  # fmt: skip
+    # Told apart from other sessions by its tag and temp dir (printed on stderr).
+    assert cri_leftovers(*cri_session(stderr[0])) == NOTHING_LEFT
