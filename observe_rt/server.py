@@ -58,7 +58,7 @@ def build_server(cfg: DaemonConfig) -> tuple:
     images = ImageService(cfg.images_dir, hosts_dir=cfg.registry_hosts_dir,
                           policy=TrustPolicy.load(cfg.policy))  # fmt: skip
     network = CniManager(cfg.cni_conf_dir, list(cfg.cni_bin_dirs),
-                         os.path.join(cfg.state_dir, "cni"))  # fmt: skip
+                         os.path.join(cfg.state_dir, "cni"), cfg.cni_timeout)  # fmt: skip
     sandboxes = Sandboxes(cfg, RecordStore(Path(cfg.state_dir) / "pods", SandboxRecord), network)
     probes = _start_probes(cfg)
     containers = Containers(cfg, RecordStore(Path(cfg.state_dir) / "containers", ContainerRecord),
@@ -117,6 +117,10 @@ def _track_running(containers, probes) -> None:
 
 def serve(cfg: DaemonConfig) -> int:
     server, parts = build_server(cfg)
+    # Containers first: a half-made pod has none, and a half-made container needs its pod.
+    undone = parts["containers"].recover_unfinished() + parts["sandboxes"].recover_unfinished()
+    if undone:
+        log.warning("undid %d pods and containers a previous daemon left half-made", undone)
     recovered = sum(1 for r in parts["containers"].store.all() if parts["containers"].refresh(r))
     os.makedirs(os.path.dirname(cfg.socket), exist_ok=True)
     if os.path.exists(cfg.socket):

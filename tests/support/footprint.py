@@ -68,8 +68,11 @@ def leftovers(daemon) -> dict[str, list]:
     return {kind: items for kind, items in inventory(daemon).items() if items}
 
 
-def inventory(daemon) -> dict[str, list]:
-    """What exists on the host for the daemon's pods and containers, by kind."""
+def inventory(daemon, counters: bool = True) -> dict[str, list]:
+    """What exists on the host for the daemon's pods and containers, by kind. Without
+    `counters`, the eBPF counter maps are left out (they restart empty with a new daemon,
+    and fill as workloads run); the tracked-containers map is always in."""
+    maps = CGROUP_KEYED_MAPS if counters else ("tracked",)
     return {
         "mounts": [m for m in daemon.mounts() if m != str(daemon.run_dir / "netns")],
         "cgroups": _cgroups(daemon.cgroup_parent),
@@ -77,7 +80,9 @@ def inventory(daemon) -> dict[str, list]:
         "processes": [f"{pid} {cmd}" for pid, cmd in _processes(daemon)],
         "files": _state_files(daemon.root),
         "ip_allocations": _ip_allocations(daemon.root / "ipam"),
-        "bpf_entries": [f"{name}: {n}" for name, n in bpf_entries(daemon.process.pid).items() if n],
+        "bpf_entries": [
+            f"{name}: {n}" for name, n in bpf_entries(daemon.process.pid, maps).items() if n
+        ],  # fmt: skip
     }
 
 
@@ -127,7 +132,7 @@ def _state_files(root: Path) -> list[str]:
 def _ip_allocations(ipam: Path) -> list[str]:
     """host-local keeps one file per allocated address (plus a lock and a cursor)."""
     found = []
-    for dirpath, _dirs, files in os.walk(ipam):
+    for _dirpath, _dirs, files in os.walk(ipam):
         found += [f for f in files if not f.startswith(_IPAM_BOOKKEEPING)]
     return sorted(found)
 
@@ -191,3 +196,13 @@ def _count_keys(fd: int, key_size: int) -> int:
             return count
         count, first = count + 1, False
         ctypes.memmove(key, next_key, key_size)
+
+
+def difference(before: dict[str, list], after: dict[str, list]) -> dict[str, dict]:
+    """{kind: {"added": [...], "gone": [...]}} between two inventories; {} when equal."""
+    changes = {}
+    for kind in sorted(set(before) | set(after)):
+        old, new = set(before.get(kind, ())), set(after.get(kind, ()))
+        if old != new:
+            changes[kind] = {"added": sorted(new - old), "gone": sorted(old - new)}
+    return changes
