@@ -179,8 +179,6 @@ class Sandboxes:
         Its record holds only the id and config, so every place the build may have reached is
         derived from them, and each undo step is a no-op where the build did not get to.
         """
-        from observe_rt.network.cni_exec import stop_plugins_of
-
         unfinished = [r for r in self.store.all() if r.state == "CREATING"]
         for record in unfinished:
             config = record.config
@@ -190,7 +188,6 @@ class Sandboxes:
             record.cgroup_parent = self._cgroup_parent(record, config)
             if config.linux.security_context.namespace_options.network != NODE:
                 record.netns_path = str(self.netns_dir / record.id)
-                stop_plugins_of(record.id)  # an ADD still running would race the DEL
             self.remove(record)
         return len(unfinished)
 

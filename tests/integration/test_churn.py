@@ -55,5 +55,6 @@ def test_twenty_pods_churned_leave_nothing_behind(daemon):
 
 
 @pytest.mark.long
+@pytest.mark.timeout(3600)
 def test_five_hundred_pods_churned_leave_nothing_behind(daemon):
     churn_and_check(daemon, pods=500, warm_up=20)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -21,15 +20,17 @@ import pytest
 from observe_rt.cri.v1 import api_pb2
 from tests.support import footprint, images
 from tests.support.daemon import container_config, pod_config, run_pod, start_container, status
-from tests.support.faults import FaultyCni, SlowLink, unique_image, wait_for
+from tests.support.faults import (
+    FaultyCni,
+    SlowLink,
+    Witness,
+    assert_converged,
+    remove_pod,
+    unique_image,
+    wait_for,
+)
 
 pytestmark = pytest.mark.root
-
-
-@dataclass
-class Witness:
-    pod_id: str
-    container_id: str
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,7 @@ def faulty(daemon) -> FaultyCni:
 
 @pytest.fixture(scope="module")
 def witness(daemon, faulty) -> Witness:
-    config = pod_config(daemon, name="witness")
-    pod_id = run_pod(daemon, config)
-    container = container_config(daemon, "w", "sleep 3600")
-    return Witness(pod_id, start_container(daemon, pod_id, config, container))
+    return Witness.start(daemon)
 
 
 @pytest.fixture
@@ -50,29 +48,6 @@ def baseline(daemon, faulty, witness) -> dict:
     """The host as it is before the fault: only the witness pod."""
     faulty.set()
     return footprint.inventory(daemon, counters=False)
-
-
-def assert_converged(daemon, witness: Witness, baseline: dict) -> None:
-    """The witness pod is ready with its container running, and nothing else is left."""
-    stub = daemon.runtime()
-    pod = stub.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=witness.pod_id))
-    assert pod.status.state == api_pb2.SANDBOX_READY
-    running = status(daemon, witness.container_id)
-    assert running.state == api_pb2.CONTAINER_RUNNING, running
-    info = stub.ContainerStatus(
-        api_pb2.ContainerStatusRequest(container_id=witness.container_id, verbose=True)
-    ).info["info"]
-    os.kill(json.loads(info)["pid"], 0)  # its process is really there
-    assert [p.id for p in stub.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items] == [
-        witness.pod_id
-    ]
-    assert footprint.difference(baseline, footprint.inventory(daemon, counters=False)) == {}
-
-
-def remove_pod(daemon, pod_id: str) -> None:
-    stub = daemon.runtime()
-    stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
-    stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
 
 
 # --- CNI ------------------------------------------------------------------------------------

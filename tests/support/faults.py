@@ -5,6 +5,7 @@ or is slow, a registry link that is slow or dies, a process frozen with SIGSTOP,
     faulty.set(add="hang")                      # pass | fail | hang | slow (per CNI command)
     with SlowLink(registry.host) as link: ...   # TCP relay: throttle(), die(), revive()
     with frozen(pid): ...                       # SIGSTOP ... SIGCONT
+    witness = Witness.start(daemon); ... assert_converged(daemon, witness, baseline)
 
 Everything listens on 127.0.0.1 and is stopped or resumed on exit, also when a test fails.
 """
@@ -20,9 +21,12 @@ import struct
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import images
+from observe_rt.cri.v1 import api_pb2
+from tests.support import footprint, images
+from tests.support.daemon import container_config, pod_config, run_pod, start_container, status
 
 # A chained CNI plugin (spec 1.0) whose behaviour per command is read from a file next to it,
 # so a test changes it between calls without restarting the daemon.
@@ -205,3 +209,45 @@ class SlowLink:
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+# --- a pod that must come through every fault unharmed --------------------------------------
+
+
+@dataclass
+class Witness:
+    """A pod with a running container, made before the faults of a module."""
+
+    pod_id: str
+    container_id: str
+
+    @classmethod
+    def start(cls, daemon) -> Witness:
+        config = pod_config(daemon, name="witness")
+        pod_id = run_pod(daemon, config)
+        container = container_config(daemon, "w", "sleep 3600")
+        return cls(pod_id, start_container(daemon, pod_id, config, container))
+
+    def container_pid(self, daemon) -> int:
+        request = api_pb2.ContainerStatusRequest(container_id=self.container_id, verbose=True)
+        return json.loads(daemon.runtime().ContainerStatus(request).info["info"])["pid"]
+
+
+def assert_converged(daemon, witness: Witness, baseline: dict) -> None:
+    """The witness pod is ready with its container running and known, no other pod is listed,
+    and the host holds exactly what it held at `baseline` (footprint.inventory)."""
+    stub = daemon.runtime()
+    pod = stub.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=witness.pod_id))
+    assert pod.status.state == api_pb2.SANDBOX_READY
+    running = status(daemon, witness.container_id)
+    assert running.state == api_pb2.CONTAINER_RUNNING, running
+    os.kill(witness.container_pid(daemon), 0)  # its process is really there
+    listed = [p.id for p in stub.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items]
+    assert listed == [witness.pod_id]
+    assert footprint.difference(baseline, footprint.inventory(daemon, counters=False)) == {}
+
+
+def remove_pod(daemon, pod_id: str) -> None:
+    stub = daemon.runtime()
+    stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
