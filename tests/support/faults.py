@@ -251,3 +251,14 @@ def remove_pod(daemon, pod_id: str) -> None:
     stub = daemon.runtime()
     stub.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id))
     stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+
+
+def fill_disk(path: Path) -> int:
+    """Write `path` until its file system has no byte left (ENOSPC); returns bytes written."""
+    written = 0
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 20, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    written += f.write(b"\0" * chunk)
+    return written
