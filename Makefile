@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup run test unit integration lint bench clean
+.PHONY: setup run test unit integration lint bench reliability clean
 
 # Idempotent: seconds on a machine that is already set up.
 setup:
@@ -34,6 +34,13 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/observe-rt bench
+
+# The long reliability runs (marker `long`, deselected by `make test`): 500 pods churned, every
+# fault; -rP prints the figures each test measured (pods churned, calls, RSS before/after).
+reliability: setup
+	$(PYTEST) tests/integration/test_churn.py tests/integration/test_concurrency.py \
+		tests/integration/test_faults.py tests/integration/test_faults_restart.py \
+		tests/integration/test_faults_disk.py -m "long or not long" -q -rP
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -77,6 +77,7 @@ def test_cni_add_that_hangs_times_out_and_is_deleted(daemon, faulty, witness, ba
     assert_converged(daemon, witness, baseline)
 
 
+@pytest.mark.long  # `make reliability`; keeps `make test` near its time budget
 def test_cni_del_that_hangs_times_out_and_a_retry_cleans_up(daemon, faulty, witness, baseline):
     pod_id = run_pod(daemon, pod_config(daemon))
     faulty.set(delete="hang")

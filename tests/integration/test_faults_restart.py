@@ -116,6 +116,7 @@ def test_kill_during_pull_leaves_no_partial_image(daemon, daemon_registry, witne
 # --- pods -----------------------------------------------------------------------------------
 
 
+@pytest.mark.long  # `make reliability`; keeps `make test` near its time budget
 def test_kill_during_run_pod_sandbox_undoes_the_pod(daemon, faulty, witness, baseline):
     faulty.set(add="slow", seconds=60)  # bridge has made the veth and taken an IP by then
     request = api_pb2.RunPodSandboxRequest(config=pod_config(daemon))
@@ -127,6 +128,7 @@ def test_kill_during_run_pod_sandbox_undoes_the_pod(daemon, faulty, witness, bas
     assert_converged(daemon, witness, baseline)
 
 
+@pytest.mark.long  # `make reliability`; keeps `make test` near its time budget
 def test_kill_during_stop_pod_sandbox_then_a_retry_finishes(daemon, faulty, witness, baseline):
     config = pod_config(daemon)
     pod_id = run_pod(daemon, config)
@@ -148,7 +150,9 @@ def test_kill_during_stop_pod_sandbox_then_a_retry_finishes(daemon, faulty, witn
 # --- containers -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("window", ["shim-busy", "rootfs-mounted"])
+@pytest.mark.parametrize(
+    "window", ["shim-busy", pytest.param("rootfs-mounted", marks=pytest.mark.long)]
+)
 def test_kill_during_create_container_undoes_it(daemon, witness, baseline, window):
     config = pod_config(daemon)
     pod_id = run_pod(daemon, config)
