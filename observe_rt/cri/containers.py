@@ -1,7 +1,8 @@
 """Containers of a pod: create, start, stop, remove, and their live state.
 
-    CREATED ──start──> RUNNING ──exit / stop──> EXITED ──remove──> (gone)
-       └──────────────────remove (forced)────────────────────────────┘
+    CREATING ──made──> CREATED ──start──> RUNNING ──exit / stop──> EXITED ──remove──> (gone)
+       │                  └──────────────────remove (forced)────────────────────────────┘
+       └── the daemon was killed: undone by the next daemon at start (recover_unfinished)
 
 The rootfs is an overlay of the image's layer snapshots with a per-container upper dir,
 mounted by the daemon; the pod shim creates and starts the container from the OCI bundle and

@@ -3,13 +3,16 @@
     RunPodSandbox                                   StopPodSandbox          RemovePodSandbox
     ─────────────                                   ──────────────          ────────────────
     check metadata, name, handler                   containers killed       stop first
+    record saved: CREATING
     pod dir: hostname, hosts, resolv.conf, /dev/shm CNI DEL (idempotent)    containers removed
     pod cgroup                                      netns file unbound      shim shut down
     shim (holds net/ipc/uts/pid namespaces)         state NOTREADY          /dev/shm, cgroup, dirs
     netns file + CNI ADD                                                    record deleted
     record saved: READY
 
-Every step of RunPodSandbox registers its undo; a failure leaves nothing behind.
+Every step of RunPodSandbox registers its undo; a failure leaves nothing behind. A daemon
+killed halfway leaves a CREATING record, and the next one undoes the pod at start. A READY pod
+whose shim died reads as NOTREADY.
 """
 
 from __future__ import annotations
