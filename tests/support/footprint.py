@@ -39,22 +39,26 @@ class DaemonUsage:
     """The daemon process's own resources."""
 
     rss_kib: int
+    anon_kib: int  # the private part of RSS (heap): file pages may be dropped and read again
     fds: int
     threads: int  # OS threads, idle gRPC pool workers not counted (the pool is bounded)
     pool_workers: int
 
     def __str__(self) -> str:
-        return (f"RSS {self.rss_kib / 1024:.1f} MiB, {self.fds} fds, {self.threads} threads "
+        return (f"RSS {self.rss_kib / 1024:.1f} MiB (anon {self.anon_kib / 1024:.1f}), "
+                f"{self.fds} fds, {self.threads} threads "
                 f"+ {self.pool_workers} idle gRPC workers")  # fmt: skip
 
 
 def measure(daemon) -> DaemonUsage:
     pid = daemon.process.pid
     pool = idle_pool_workers(dump_stacks(daemon))
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    rss, anon = (int(status[key].split()[0]) for key in ("VmRSS", "RssAnon"))
     tasks = len(os.listdir(f"/proc/{pid}/task"))
-    return DaemonUsage(rss, len(os.listdir(f"/proc/{pid}/fd")), tasks - pool, pool)
+    return DaemonUsage(rss, anon, len(os.listdir(f"/proc/{pid}/fd")), tasks - pool, pool)
 
 
 def settle(daemon, seconds: float = 3.0) -> DaemonUsage:
