@@ -3,7 +3,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup run test unit integration fuzz lint bench clean dashboards-check dashboards-pictures
+.PHONY: setup run test unit integration fuzz lint bench reliability clean dashboards-check \
+	dashboards-pictures
 
 # Idempotent: seconds on a machine that is already set up.
 setup:
@@ -56,6 +57,13 @@ dashboards-pictures: setup
 # one table and writes bench-results/latest.json. BENCH_ARGS adds options (see --help).
 bench: setup
 	$(VENV)/bin/observe-rt bench compare --results-dir bench-results $(BENCH_ARGS)
+
+# The long reliability runs (marker `long`, deselected by `make test`): 500 pods churned, every
+# fault; -rP prints the figures each test measured (pods churned, calls, RSS before/after).
+reliability: setup
+	$(PYTEST) tests/integration/test_churn.py tests/integration/test_concurrency.py \
+		tests/integration/test_faults.py tests/integration/test_faults_restart.py \
+		tests/integration/test_faults_disk.py -m "long or not long" -q -rP
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

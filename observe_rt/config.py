@@ -7,6 +7,7 @@ state_dir = "/var/lib/observe-rt"      # survives reboots: images, pod and conta
 run_dir = "/run/observe-rt"            # tmpfs: shims, netns files, rootfs mounts, OCI state
 cni_conf_dir = "/etc/cni/net.d"
 cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+cni_timeout = 60.0                     # seconds one CNI plugin run may take before it is killed
 registry_hosts_dir = "/etc/observe-rt/certs.d"
 policy = "/etc/observe-rt/policy.json"
 cgroup_parent = "/observe-rt"          # pods without a CRI cgroup_parent go below this
@@ -42,6 +43,7 @@ class DaemonConfig:
     run_dir: str = "/run/observe-rt"
     cni_conf_dir: str = "/etc/cni/net.d"
     cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin", "/usr/lib/cni")
+    cni_timeout: float = 60.0
     registry_hosts_dir: str = "/etc/observe-rt/certs.d"
     policy: str = "/etc/observe-rt/policy.json"
     cgroup_parent: str = "/observe-rt"

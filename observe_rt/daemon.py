@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _daemon(args) -> int:
+    import faulthandler
     import logging
+    import signal
     import sys
     import time
 
@@ -39,4 +41,7 @@ def _daemon(args) -> int:
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler], force=True)
     logging.Formatter.converter = time.gmtime
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how to see a hung call or a
+    # deadlock on a live node (the reliability tests' watchdog uses it too).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return serve(cfg)

@@ -10,7 +10,6 @@ a new daemon reloads the records from disk and finds the shims again.
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import json
 import logging
 import os
@@ -63,7 +62,7 @@ def build_server(cfg: DaemonConfig) -> tuple:
     images = ImageService(cfg.images_dir, hosts_dir=cfg.registry_hosts_dir,
                           policy=TrustPolicy.load(cfg.policy))  # fmt: skip
     network = CniManager(cfg.cni_conf_dir, list(cfg.cni_bin_dirs),
-                         os.path.join(cfg.state_dir, "cni"))  # fmt: skip
+                         os.path.join(cfg.state_dir, "cni"), cfg.cni_timeout)  # fmt: skip
     sandboxes = Sandboxes(cfg, RecordStore(Path(cfg.state_dir) / "pods", SandboxRecord), network)
     probes = _start_probes(cfg)
     containers = Containers(cfg, RecordStore(Path(cfg.state_dir) / "containers", ContainerRecord),
@@ -150,13 +149,15 @@ def _name_worker() -> None:
 
 
 def serve(cfg: DaemonConfig) -> int:
-    # `kill -USR1 <daemon>` writes every thread's stack to stderr: for a daemon that hangs.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from observe_rt import trace
 
     if trace.setup(cfg):  # before build_server: the probes' start is traced too
         log.info("OpenTelemetry traces on")
     server, parts = build_server(cfg)
+    # Containers first: a half-made pod has none, and a half-made container needs its pod.
+    undone = parts["containers"].recover_unfinished() + parts["sandboxes"].recover_unfinished()
+    if undone:
+        log.warning("undid %d pods and containers a previous daemon left half-made", undone)
     recovered = sum(1 for r in parts["containers"].store.all() if parts["containers"].refresh(r))
     os.makedirs(os.path.dirname(cfg.socket), exist_ok=True)
     if os.path.exists(cfg.socket):

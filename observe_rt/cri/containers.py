@@ -1,7 +1,8 @@
 """Containers of a pod: create, start, stop, remove, and their live state.
 
-    CREATED ──start──> RUNNING ──exit / stop──> EXITED ──remove──> (gone)
-       └──────────────────remove (forced)────────────────────────────┘
+    CREATING ──made──> CREATED ──start──> RUNNING ──exit / stop──> EXITED ──remove──> (gone)
+       │                  └──────────────────remove (forced)────────────────────────────┘
+       └── the daemon was killed: undone by the next daemon at start (recover_unfinished)
 
 The rootfs is an overlay of the image's layer snapshots with a per-container upper dir,
 mounted by the daemon; the pod shim creates and starts the container from the OCI bundle and
@@ -70,16 +71,29 @@ class Containers:
             record = ContainerRecord(
                 id=uuid.uuid4().hex + uuid.uuid4().hex, sandbox_id=sandbox.id, name=name,
                 config_b64=encode(config), created_at=time.time_ns(), image=config.image.image,
-                image_ref=image.id, chain=self.images.rootfs_chain(image),
+                image_ref=image.id, chain=self.images.rootfs_chain(image), state="CREATING",
             )  # fmt: skip
             self.store.items[record.id] = record  # reserves the name while we work
         with contextlib.ExitStack() as undo:
-            undo.callback(self.store.items.pop, record.id, None)
+            undo.callback(self.store.delete, record.id)
+            # On disk before anything is made: a daemon killed halfway finds it at start and
+            # undoes it (recover_unfinished).
+            self.store.save(record)
             self._build(record, sandbox, config, sandbox_config, image, undo)
+            record.state = "CREATED"
             self.store.save(record)
             undo.pop_all()
         self._publish(record, "CREATED")
         return record
+
+    def recover_unfinished(self) -> int:
+        """Undo every container a killed daemon left half-made (state CREATING): its rootfs
+        mount and directories, and whatever the shim made of it. Returns how many."""
+        unfinished = [r for r in self.store.all() if r.state == "CREATING"]
+        for record in unfinished:
+            record.rootfs = str(self.run_dir / record.id / "rootfs")
+            self.remove(record)
+        return len(unfinished)
 
     def _publish(self, record: ContainerRecord, kind: str) -> None:
         self.bus.publish(LifecycleEvent(record.id, record.sandbox_id, kind, time.time_ns()))
@@ -216,7 +230,7 @@ class Containers:
             return self._refresh(record)
 
     def _refresh(self, record: ContainerRecord) -> ContainerRecord:
-        if record.state in ("EXITED", "UNKNOWN"):
+        if record.state in ("EXITED", "UNKNOWN", "CREATING"):
             return record
         sandbox = self.sandboxes.store.get(record.sandbox_id)
         shim_dir = Path(sandbox.shim_dir) / "containers" / record.id if sandbox else None

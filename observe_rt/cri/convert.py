@@ -12,6 +12,7 @@ _SANDBOX_STATES = {"READY": api_pb2.SANDBOX_READY, "NOTREADY": api_pb2.SANDBOX_N
 _CONTAINER_STATES = {
     "CREATED": api_pb2.CONTAINER_CREATED, "RUNNING": api_pb2.CONTAINER_RUNNING,
     "EXITED": api_pb2.CONTAINER_EXITED, "UNKNOWN": api_pb2.CONTAINER_UNKNOWN,
+    "CREATING": api_pb2.CONTAINER_UNKNOWN,  # still being made: not yet in any List answer
 }  # fmt: skip
 
 

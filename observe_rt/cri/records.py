@@ -27,7 +27,7 @@ class SandboxRecord:
     config_b64: str
     created_at: int
     runtime_handler: str = ""
-    state: str = "READY"  # READY | NOTREADY
+    state: str = "READY"  # CREATING (being made) | READY | NOTREADY
     shim_dir: str = ""
     netns_path: str = ""  # empty for host-network pods
     namespaces: dict[str, str] = field(default_factory=dict)  # type -> path containers join
@@ -63,7 +63,7 @@ class ContainerRecord:
     exit_code: int = 0
     reason: str = ""
     message: str = ""
-    state: str = "CREATED"  # CREATED | RUNNING | EXITED | UNKNOWN
+    state: str = "CREATED"  # CREATING (being made) | CREATED | RUNNING | EXITED | UNKNOWN
 
     @property
     def config(self) -> api_pb2.ContainerConfig:

@@ -7,6 +7,7 @@ tracing and readiness here, in one place, when it wraps its servicers.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import time
@@ -29,7 +30,18 @@ def _observe(method: str, seconds: float, code: str) -> None:
             log.exception("RPC observer failed")
 
 
+def disk_full(error: BaseException | None) -> bool:
+    """ENOSPC or EDQUOT anywhere in the error's chain of causes."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def status_code(error: BaseException) -> grpc.StatusCode:
+    if disk_full(error):  # not a bug: the node needs space; the kubelet backs off and retries
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, ObserveRtError):
         return getattr(grpc.StatusCode, error.grpc_code, grpc.StatusCode.INTERNAL)
     return grpc.StatusCode.INTERNAL
@@ -53,7 +65,10 @@ def unary(method):
                     log.info("%s: %s: %s", method.__name__, code.name, error)
                 call.finish(code, error)
                 _observe(method.__name__, time.monotonic() - started, code.name)
-                context.abort(code, str(error) or type(error).__name__)
+                message = str(error) or type(error).__name__
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    message += " (the runtime's state or image disk is full: free space and retry)"
+                context.abort(code, message)
             call.finish(grpc.StatusCode.OK, response=response)
         seconds = time.monotonic() - started
         _observe(method.__name__, seconds, "OK")

@@ -103,7 +103,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     @unary
     def ListPodSandbox(self, request, context):
         wanted = request.filter if request.HasField("filter") else None
-        items = [convert.sandbox(r) for r in self.sandboxes.store.all() if r.state != "CREATING"]
+        items = [convert.sandbox(self.sandboxes.refresh(r)) for r in self.sandboxes.store.all()
+                 if r.state != "CREATING"]  # fmt: skip
         return api_pb2.ListPodSandboxResponse(items=convert.filter_sandboxes(items, wanted))
 
     # --- containers -----------------------------------------------------------------------------
@@ -144,7 +145,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def ListContainers(self, request, context):
         wanted = request.filter if request.HasField("filter") else None
         records = [self.containers.refresh(r) for r in self.containers.store.all()
-                   if r.id in self.containers.store.items and r.bundle]  # fmt: skip
+                   if r.id in self.containers.store.items and r.bundle
+                   and r.state != "CREATING"]  # fmt: skip
         items = [convert.container(r) for r in records]
         return api_pb2.ListContainersResponse(containers=convert.filter_containers(items, wanted))
 

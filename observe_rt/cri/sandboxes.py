@@ -3,13 +3,16 @@
     RunPodSandbox                                   StopPodSandbox          RemovePodSandbox
     ─────────────                                   ──────────────          ────────────────
     check metadata, name, handler                   containers killed       stop first
+    record saved: CREATING
     pod dir: hostname, hosts, resolv.conf, /dev/shm CNI DEL (idempotent)    containers removed
     pod cgroup                                      netns file unbound      shim shut down
     shim (holds net/ipc/uts/pid namespaces)         state NOTREADY          /dev/shm, cgroup, dirs
     netns file + CNI ADD                                                    record deleted
     record saved: READY
 
-Every step of RunPodSandbox registers its undo; a failure leaves nothing behind.
+Every step of RunPodSandbox registers its undo; a failure leaves nothing behind. A daemon
+killed halfway leaves a CREATING record, and the next one undoes the pod at start. A READY pod
+whose shim died reads as NOTREADY.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class Sandboxes:
         record = self.store.find_prefix(sandbox_id) if sandbox_id else None
         if record is None:
             raise errors.NotFound(f"pod sandbox {sandbox_id!r} not found")
-        return record
+        return self.refresh(record)
 
     def shim(self, record: SandboxRecord) -> ShimClient:
         return ShimClient(Path(record.shim_dir))
@@ -87,7 +90,10 @@ class Sandboxes:
             self.store.items[record.id] = record  # reserves the name while we work
         try:
             with contextlib.ExitStack() as undo:
-                undo.callback(self.store.items.pop, record.id, None)
+                undo.callback(self.store.delete, record.id)
+                # On disk before anything is made: a daemon killed halfway finds it at start
+                # and undoes it (recover_unfinished).
+                self.store.save(record)
                 self._build(record, config, undo)
                 record.state = "READY"
                 self.store.save(record)
@@ -115,6 +121,7 @@ class Sandboxes:
         runtime, oci_root = self._runtime_location(record)
         # Sockets live in a short directory: unix socket paths end at 107 bytes.
         socket_path = Path(self.config.run_dir) / "s" / f"{record.id[:32]}.sock"
+        undo.callback(socket_path.unlink, missing_ok=True)  # the shim leaves it behind
         with trace.span("sandbox.namespaces", {"observe_rt.namespaces": sorted(new)}):
             shim, info = ShimClient.start(pod_dir / "shim", oci_root, new, hostname,
                                           pod_dir / "shim.log", runtime,
@@ -141,8 +148,11 @@ class Sandboxes:
         undo.callback(self.network.teardown, record.id, path)
         record.ips = list(result.ips)
 
+    def _cgroup_parent(self, record: SandboxRecord, config) -> str:
+        return config.linux.cgroup_parent or f"{self.config.cgroup_parent}/pod-{record.id[:12]}"
+
     def _create_cgroup(self, record: SandboxRecord, config) -> str:
-        parent = config.linux.cgroup_parent or f"{self.config.cgroup_parent}/pod-{record.id[:12]}"
+        parent = self._cgroup_parent(record, config)
         layout = cgroups.detect_layout()
         manager = cgroups.CgroupManager(cgroups.plan(None, parent, layout, record.id))
         with contextlib.suppress(errors.ObserveRtError):  # the kubelet may have made it already
@@ -168,6 +178,35 @@ class Sandboxes:
                 f"pod sandbox {record.id} is {state}: its cgroup is gone, nothing to update"
             )
         resources.apply(record.cgroup_parent, record.id, cri_resources)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def refresh(self, record: SandboxRecord) -> SandboxRecord:
+        """A ready pod whose shim died is NOTREADY: its namespaces and containers went with it."""
+        if record.state == "READY" and not self.shim(record).alive():
+            with self.store.lock:
+                if record.state == "READY" and record.id in self.store.items:
+                    record.state = "NOTREADY"
+                    self.store.save(record)
+        return record
+
+    def recover_unfinished(self) -> int:
+        """Undo every pod a killed daemon left half-made (state CREATING); returns how many.
+
+        Its record holds only the id and config, so every place the build may have reached is
+        derived from them, and each undo step is a no-op where the build did not get to.
+        """
+        unfinished = [r for r in self.store.all() if r.state == "CREATING"]
+        for record in unfinished:
+            config = record.config
+            pod_dir = self.pods_dir / record.id
+            record.shim_dir = str(pod_dir / "shim")
+            record.shm_mount = str(pod_dir / "shm")
+            record.cgroup_parent = self._cgroup_parent(record, config)
+            if config.linux.security_context.namespace_options.network != NODE:
+                record.netns_path = str(self.netns_dir / record.id)
+            self.remove(record)
+        return len(unfinished)
 
     # --- stop and remove ----------------------------------------------------------------------
 

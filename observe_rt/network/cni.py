@@ -3,7 +3,8 @@
     setup:    ADD plugin 1 .. n, each given the previous plugin's result as prevResult;
               on a failure, DEL what was added (reverse order) and raise naming the plugin.
     teardown: DEL plugin n .. 1 with the config and final result cached at ADD time;
-              no cache means nothing to undo; a gone netns is passed as an empty CNI_NETNS.
+              no cache means nothing to undo; a gone netns is passed as an empty CNI_NETNS;
+              plugin runs a killed daemon left behind for the pod are stopped first.
 
 Plan, then apply: cni_exec.py computes each plugin run as plain data (unit-tested) and
 `run_plugin` there is the only place that executes anything. The cache file is written before
@@ -44,6 +45,7 @@ from observe_rt.network.cni_exec import (
     exec_config,
     plugin_env,
     run_plugin,
+    stop_plugins_of,
 )
 from observe_rt.network.netns import is_netns
 
@@ -167,6 +169,9 @@ class CniManager:
         """
         _check_attachment(pod_id, ifname)
         with self._lock(pod_id, ifname):
+            # Under the lock no run of ours is in flight for this pod: any still running was
+            # started by a daemon killed meanwhile, and would race the DELs.
+            stop_plugins_of(pod_id)
             cached = self._read_cache(pod_id, ifname)
             if cached is None:
                 return

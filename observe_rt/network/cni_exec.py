@@ -241,6 +241,26 @@ def run_plugin(
     return parse_plugin_output(plugin, command, proc.returncode, out, err)
 
 
+def stop_plugins_of(container_id: str, proc: str = "/proc") -> list[int]:
+    """SIGKILL plugin runs still working for `container_id` (CNI_CONTAINERID in their
+    environment): a daemon killed during an ADD leaves it running in its own session, and a
+    DEL must not race it. Returns the pids signalled."""
+    marker = f"CNI_CONTAINERID={container_id}".encode()
+    killed = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "environ"), "rb") as f:
+                environ = f.read().split(b"\0")
+            if marker in environ:
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return killed
+
+
 def _kill_and_reap(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ on (hosts.py decides which hosts may fall back).
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import random
@@ -243,7 +244,11 @@ class HostRequests:
                 raise _status_failure(response)
             try:
                 return "done", consume(response)
-            except (OSError, http.client.HTTPException, TransferInterrupted) as error:
+            except OSError as error:
+                if error.errno in _LOCAL_DISK_ERRORS:
+                    raise  # our disk, not the registry: another attempt would only fail again
+                return "retry", f"transfer interrupted: {_describe_exception(error)}", None
+            except (http.client.HTTPException, TransferInterrupted) as error:
                 return "retry", f"transfer interrupted: {_describe_exception(error)}", None
 
     def _authorization(self, call: HostCall) -> str | None:
@@ -319,6 +324,9 @@ def _describe_status(response: Response) -> str:
     except (ValueError, AttributeError, OSError, http.client.HTTPException):
         details = []
     return f"{text} ({'; '.join(details)})" if details else text
+
+
+_LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _describe_exception(error: BaseException) -> str:
