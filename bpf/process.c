@@ -29,7 +29,9 @@
 #define PROC_MAX_STATUS 4096
 #endif
 #ifndef PROC_RINGBUF_PAGES
-#define PROC_RINGBUF_PAGES 64
+/* 2 MiB: a few seconds of events at thousands per second, so a daemon thread starved by a busy
+ * node catches up instead of losing them (64 pages lost 3% under `make bench` load). */
+#define PROC_RINGBUF_PAGES 512
 #endif
 
 #define PROC_EXEC 1

@@ -235,8 +235,10 @@ class Containers:
         sandbox = self.sandboxes.store.get(record.sandbox_id)
         shim_dir = Path(sandbox.shim_dir) / "containers" / record.id if sandbox else None
         exit_info = _read_json(shim_dir / "exit.json") if shim_dir else None
-        started = _read_json(shim_dir / "started.json") if shim_dir else None
-        if started and not record.started_at:
+        started = None
+        if shim_dir and not record.started_at:  # read once: it never changes after the start
+            started = _read_json(shim_dir / "started.json")
+        if started:
             record.started_at, record.state = started["started_at"], "RUNNING"
         if exit_info:
             record.state, record.finished_at = "EXITED", exit_info["finished_at"]

@@ -144,9 +144,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     @unary
     def ListContainers(self, request, context):
         wanted = request.filter if request.HasField("filter") else None
-        records = [self.containers.refresh(r) for r in self.containers.store.all()
-                   if r.id in self.containers.store.items and r.bundle
-                   and r.state != "CREATING"]  # fmt: skip
+        # From memory, as containerd answers: the exit watcher folds exits in within 0.5 s
+        # (re-reading every shim's files here cost 20 ms per call at 100 containers).
+        records = [r for r in self.containers.store.all() if r.bundle and r.state != "CREATING"]
         items = [convert.container(r) for r in records]
         return api_pb2.ListContainersResponse(containers=convert.filter_containers(items, wanted))
 
