@@ -255,7 +255,7 @@ class Collector:
             info=info,
             cgroup=stats,
             fs=self._fs(info),
-            cgroup_id=_cgroup_id(info.cgroup_paths),
+            cgroup_id=info.cgroup_id or _cgroup_id(info.cgroup_paths),  # the runtime's record
             oom_events=oom,
         )
 

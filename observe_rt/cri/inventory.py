@@ -26,7 +26,8 @@ class InventorySource:
         pods = [
             self._pod(r) for r in self.sandboxes.store.all() if r.state in ("READY", "NOTREADY")
         ]
-        containers = [self._container(r) for r in self.containers.store.all() if r.bundle]
+        containers = [self._container(r) for r in self.containers.store.all()
+                      if r.bundle and r.state != "CREATING"]  # fmt: skip
         live = {p.id for p in pods} | {c.id for c in containers}
         for stale in set(self._cgroups) - live:
             del self._cgroups[stale]

@@ -32,9 +32,11 @@ def _observe(method: str, seconds: float, code: str) -> None:
 
 def disk_full(error: BaseException | None) -> bool:
     """ENOSPC or EDQUOT anywhere in the error's chain of causes."""
-    while error is not None:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # a chain may loop (raise e from e)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
+        seen.add(id(error))
         error = error.__cause__ or error.__context__
     return False
 

@@ -130,10 +130,11 @@ class LiveView:
     def observe_tick(self, snapshot: Snapshot) -> None:
         """Bookkeeping for one collector tick; never raises into the collector."""
         try:
-            self._read_node()
+            node = self._read_node()
         except (OSError, ValueError, IndexError):
-            self._node.pop("cpu_percent", None)
+            node = {k: v for k, v in self._node.items() if k != "cpu_percent"}
         with self._lock:
+            self._node = node  # replaced whole: a request never sees half of an update
             previous = self._snapshots[1]
             self._snapshots = (previous, snapshot)
             self._remember(snapshot)
@@ -165,13 +166,15 @@ class LiveView:
                      "filename": event.filename}
                 )  # fmt: skip
 
-    def _read_node(self) -> None:
+    def _read_node(self) -> dict:
+        node = dict(self._node)
         busy, total = read_cpu_jiffies(self._proc)
         if self._cpu is not None and total > self._cpu[1]:
             share = (busy - self._cpu[0]) / (total - self._cpu[1])
-            self._node["cpu_percent"] = round(100.0 * share, 1)
+            node["cpu_percent"] = round(100.0 * share, 1)
         self._cpu = (busy, total)
-        self._node["memory_total_bytes"], self._node["memory_used_bytes"] = read_memory(self._proc)
+        node["memory_total_bytes"], node["memory_used_bytes"] = read_memory(self._proc)
+        return node
 
     def _remember(self, snapshot: Snapshot) -> None:
         for metrics in snapshot.containers.values():
@@ -194,7 +197,8 @@ class LiveView:
             self._add_event(after.timestamp_ns, "exit", _identity(before, metrics), text)
         for cid in after.containers.keys() - before.containers.keys():
             metrics = after.containers[cid]
-            if metrics.info.attempt > 0:
+            missed = before.unsampled.get(cid)  # running, but unreadable for a tick: no restart
+            if metrics.info.attempt > 0 and not (missed and missed.state == "RUNNING"):
                 text = f"restarted (attempt {metrics.info.attempt})"
                 self._add_event(after.timestamp_ns, "restart", _identity(after, metrics), text)
 

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from observe_rt.model.series import BASE_LABELS, SERIES, container_subject, subjects
+from observe_rt.model.series import BASE_LABELS, SERIES, container_labels, subjects
 from observe_rt.model.snapshot import Snapshot
 
 DEFAULT_ADDRESS = "127.0.0.1:9464"
@@ -98,9 +98,8 @@ class SnapshotCollector:
             labels=list(BASE_LABELS),
         )
         for cid in sorted(snapshot.containers):
-            metrics = snapshot.containers[cid]
-            subject = container_subject(snapshot, metrics)
-            restarts.add_metric(list(subject.labels), metrics.info.attempt)
+            info = snapshot.containers[cid].info
+            restarts.add_metric(list(container_labels(snapshot, info)), info.attempt)
         yield from (pods, containers, skipped, restarts)
 
 

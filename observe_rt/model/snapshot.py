@@ -233,6 +233,7 @@ class Snapshot:
     # stay exported until they are removed, as cAdvisor keeps a dead container's series.
     unsampled: Mapping[str, ContainerInfo] = field(default_factory=dict)
     _by_cgroup_id: Mapping[int, str] = field(default_factory=dict, repr=False)
+    _info_by_cgroup_id: Mapping[int, ContainerInfo] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("containers", "pods", "pod_states", "container_states", "skipped",
@@ -240,6 +241,9 @@ class Snapshot:
             _frozen_map(self, name)
         ids = {m.cgroup_id: cid for cid, m in self.containers.items() if m.cgroup_id}
         object.__setattr__(self, "_by_cgroup_id", MappingProxyType(ids))
+        infos = {i.cgroup_id: i for i in self.unsampled.values() if i.cgroup_id}
+        infos.update((m.cgroup_id, m.info) for m in self.containers.values() if m.cgroup_id)
+        object.__setattr__(self, "_info_by_cgroup_id", MappingProxyType(infos))
 
     def container(self, container_id: str) -> ContainerMetrics | None:
         return self.containers.get(container_id)
@@ -254,9 +258,7 @@ class Snapshot:
 
     def info_by_cgroup_id(self, cgroup_id: int) -> ContainerInfo | None:
         """Who a cgroup id belongs to, sampled this tick or not (exited containers too)."""
-        if metrics := self.by_cgroup_id(cgroup_id):
-            return metrics.info
-        return next((i for i in self.unsampled.values() if i.cgroup_id == cgroup_id), None)
+        return self._info_by_cgroup_id.get(cgroup_id)
 
     def containers_of(self, pod_id: str) -> Iterator[ContainerMetrics]:
         return (m for m in self.containers.values() if m.info.pod_id == pod_id)

@@ -169,12 +169,12 @@ class CniManager:
         """
         _check_attachment(pod_id, ifname)
         with self._lock(pod_id, ifname):
-            # Under the lock no run of ours is in flight for this pod: any still running was
-            # started by a daemon killed meanwhile, and would race the DELs.
-            stop_plugins_of(pod_id)
             cached = self._read_cache(pod_id, ifname)
-            if cached is None:
+            if cached is None:  # written before the first ADD: without it nothing can run
                 return
+            # Under the lock no run of ours is in flight for this attachment: any still running
+            # was started by a daemon killed meanwhile, and would race the DELs.
+            stop_plugins_of(pod_id, ifname)
             config, att, result = cached
             path = att.netns if netns_path is None else netns_path
             netns = path if path and is_netns(path) else ""

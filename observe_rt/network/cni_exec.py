@@ -241,11 +241,13 @@ def run_plugin(
     return parse_plugin_output(plugin, command, proc.returncode, out, err)
 
 
-def stop_plugins_of(container_id: str, proc: str = "/proc") -> list[int]:
-    """SIGKILL plugin runs still working for `container_id` (CNI_CONTAINERID in their
-    environment): a daemon killed during an ADD leaves it running in its own session, and a
-    DEL must not race it. Returns the pids signalled."""
-    marker = f"CNI_CONTAINERID={container_id}".encode()
+def stop_plugins_of(container_id: str, ifname: str = "", proc: str = "/proc") -> list[int]:
+    """SIGKILL plugin runs still working for `container_id` (CNI_CONTAINERID, and CNI_IFNAME
+    when given, in their environment): a daemon killed during an ADD leaves it running in its
+    own session, and a DEL must not race it. Returns the pids signalled."""
+    markers = {f"CNI_CONTAINERID={container_id}".encode()}
+    if ifname:
+        markers.add(f"CNI_IFNAME={ifname}".encode())
     killed = []
     for entry in os.listdir(proc):
         if not entry.isdigit():
@@ -253,7 +255,7 @@ def stop_plugins_of(container_id: str, proc: str = "/proc") -> list[int]:
         try:
             with open(os.path.join(proc, entry, "environ"), "rb") as f:
                 environ = f.read().split(b"\0")
-            if marker in environ:
+            if markers <= set(environ):
                 os.kill(int(entry), signal.SIGKILL)
                 killed.append(int(entry))
         except OSError:  # gone meanwhile, or a kernel thread

@@ -117,7 +117,11 @@ class ShimClient:
         except OSError as err:
             conn.close()
             raise ShimGone(f"pod shim in {self.dir} is not reachable ({err})") from None
-        answer = json.loads(reply)
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            why = f"pod shim in {self.dir} answered {reply[:80]!r}"
+            answer = {"error": why, "code": "UNAVAILABLE"}
         if "error" in answer:
             conn.close()
             raise _error(answer.get("code", "INTERNAL"), answer["error"])

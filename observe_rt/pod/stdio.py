@@ -79,11 +79,18 @@ class ContainerStdio:
         return thread
 
     def _feed(self, conn: socket.socket) -> None:
-        with conn:
-            while data := _receive(conn):
-                fd = self.stdin_fd
-                if fd is None or not _write_all(fd, data):
-                    break
+        # A copy of stdin for this session: the shim may close (and the kernel reuse) the
+        # number of its own at any time; this one stays ours until the session ends.
+        with self._lock:
+            fd = os.dup(self.stdin_fd) if self.stdin_fd is not None else None
+        try:
+            with conn:
+                while fd is not None and (data := _receive(conn)):
+                    if not _write_all(fd, data):
+                        break
+        finally:
+            if fd is not None:
+                os.close(fd)
         with self._lock:
             first, self._fed = not self._fed, True
         if self.stdin_once and first:

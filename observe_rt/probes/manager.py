@@ -109,22 +109,24 @@ class ProbeManager:
                 self._prepare()
         except (loader.BccUnavailable, OSError) as exc:
             return self._all_down(str(exc))
-        plans = self._plans()
+        initial = self._plans()
         ringbuf = self._output != "perf" and loader.ringbuf_supported()
         if self._output == "ringbuf" and not ringbuf:
             return self._all_down("this kernel cannot create BPF ring buffers")
-        started = time.perf_counter()
-        program, plans, error = self._compile(plans, ringbuf)
-        if program is None and self._pin_dir is not None and _remove_pins(self._pin_dir):
-            log.warning("pinned probe maps in %s did not fit this build: made afresh (counters "
-                        "restart from zero)", self._pin_dir)  # fmt: skip
-            program, plans, error = self._compile(self._plans(), ringbuf)
-        compile_ms = (time.perf_counter() - started) * 1000
+        program, plans, error, times = self._compile_and_attach(initial, ringbuf)
+        # A probe that could load but did not may have met pinned maps of another layout or
+        # size (an upgrade, new -D sizes): unpin them and load once more.
+        dropped = {p.name for p in initial if p.up} - {p.name for p in plans if p.up}
+        if dropped and self._pin_dir is not None and _remove_pins(self._pin_dir):
+            log.warning("probes %s did not load beside the maps pinned in %s: unpinned and "
+                        "made afresh (counters restart from zero)",
+                        ", ".join(sorted(dropped)), self._pin_dir)  # fmt: skip
+            if program is not None:
+                program.close()
+            program, plans, error, times = self._compile_and_attach(initial, ringbuf)
         if program is None:
             return self._all_down(error, plans)
-        started = time.perf_counter()
-        plans = [self._attach(program, p) for p in plans]
-        attach_ms = (time.perf_counter() - started) * 1000
+        compile_ms, attach_ms = times
         self._program = program
         self._open_buffers(program, plans, ringbuf)
         for cgroup_id in self._tracked:
@@ -132,6 +134,16 @@ class ProbeManager:
         states = tuple(ProbeState(p.name, p.up, p.reason, p.notes) for p in plans)
         output = "ringbuf" if ringbuf else "perf"
         return ProbeStatus(True, "", compile_ms, attach_ms, output, states)
+
+    def _compile_and_attach(self, plans: list[ProbePlan], ringbuf: bool):
+        """(program or None, plans with what failed marked down, error, (compile, attach) ms)."""
+        started = time.perf_counter()
+        program, plans, error = self._compile(plans, ringbuf)
+        compiled = time.perf_counter()
+        if program is not None:
+            plans = [self._attach(program, p) for p in plans]
+        attached = time.perf_counter()
+        return program, plans, error, ((compiled - started) * 1000, (attached - compiled) * 1000)
 
     def _prepare(self) -> None:
         # The host doorway: mount tracefs, link substitute kernel headers (deploy/setup.sh).

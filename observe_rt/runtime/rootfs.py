@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat
 
 from observe_rt.host import libc
+from observe_rt.host.mountinfo import unescape
 
 _IN_ROOT = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 # (name, major, minor) of the devices every container gets, as runc and containerd create them.
@@ -341,13 +341,9 @@ def _make_parent_private(rootfs: str) -> None:
     """pivot_root refuses a new root whose parent mount is shared: make that one mount private."""
     path = os.path.realpath(rootfs)
     with open("/proc/self/mountinfo") as mountinfo:
-        points = [_unescape_octal(line.split()[4]) for line in mountinfo]
+        points = [unescape(line.split()[4]) for line in mountinfo]
     parent = max((p for p in points if path == p or path.startswith(p.rstrip("/") + "/")), key=len)
     libc.mount(None, parent, None, libc.MS_PRIVATE)
-
-
-def _unescape_octal(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def pivot(root: Rootfs, propagation: int, readonly: bool) -> None:

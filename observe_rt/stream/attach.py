@@ -38,8 +38,6 @@ def parse_line(line: bytes) -> tuple[int, bytes] | None:
 class AttachInput:
     """What the client's input channels drive: the shim's stdin connection, and resizes."""
 
-    tty = False
-
     def __init__(self, sink: socket.socket | None, resize: Callable[[int, int], None]) -> None:
         self.sink = sink
         self.stdin = sink.fileno() if sink else None

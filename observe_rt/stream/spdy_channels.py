@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import deque
 
 from observe_rt.stream.remotecommand import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT
@@ -42,9 +43,13 @@ def await_streams(
     Returns them by type, and whatever else the client did meanwhile (handled later)."""
     streams: dict[str, Stream] = {}
     early: list[Event] = []
-    session.sock.settimeout(timeout)
-    try:
+    deadline = time.monotonic() + timeout  # for all the streams, as kubelet's timer: a client
+    try:  # that keeps the connection busy (pings) cannot hold the session open past it
         while not wanted <= streams.keys():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectionClosed(f"the client did not open its streams in {timeout:g}s")
+            session.sock.settimeout(left)
             event = session.next_event()
             kind = event.stream.type
             if event.kind != "open":

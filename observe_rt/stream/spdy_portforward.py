@@ -35,6 +35,7 @@ class _Pair:
     error: Stream | None = None
     sock: socket.socket | None = None  # set once connected; None again when closed
     pending: list[bytes] = field(default_factory=list)  # client bytes before the connect
+    pending_bytes: int = 0
     client_done: bool = False  # FIN on the data stream
     reset: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -173,8 +174,12 @@ def _from_client(pair: _Pair, event: Event) -> None:
             if pair.sock is not None:
                 with contextlib.suppress(OSError):
                     pair.sock.sendall(event.data)
-            elif sum(map(len, pair.pending)) + len(event.data) <= MAX_PENDING:
+            elif pair.pending_bytes + len(event.data) <= MAX_PENDING:
                 pair.pending.append(event.data)
+                pair.pending_bytes += len(event.data)
+            else:  # never forward a byte stream with a hole in it: reset the connection
+                pair.pending.clear()
+                pair.client_done = pair.reset = True
             return
         pair.client_done = True
         pair.reset = event.kind == "reset"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 
 from observe_rt import __version__, trace
@@ -29,15 +29,14 @@ def build_provider(settings: TraceSettings, exporter=None) -> TracerProvider:
 
 
 def resource() -> Resource:
-    """service.name=observe-rt and host.name, under OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES
-    (Resource.create reads those and they win over ours)."""
-    ours = {"service.version": __version__, "host.name": os.uname().nodename}
-    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
-        "OTEL_RESOURCE_ATTRIBUTES", ""
-    )
-    if not named:
-        ours["service.name"] = SERVICE_NAME
-    return Resource.create(ours)
+    """service.name=observe-rt, service.version and host.name, each unless OTEL_SERVICE_NAME or
+    OTEL_RESOURCE_ATTRIBUTES says otherwise (the environment wins, as the spec wants)."""
+    ours = {"service.name": SERVICE_NAME, "service.version": __version__,
+            "host.name": os.uname().nodename}  # fmt: skip
+    from_env = OTELResourceDetector().detect().attributes
+    if os.environ.get("OTEL_SERVICE_NAME"):
+        from_env = {**from_env, "service.name": os.environ["OTEL_SERVICE_NAME"]}
+    return Resource.create({k: v for k, v in ours.items() if k not in from_env})
 
 
 def sampler(settings: TraceSettings) -> sampling.Sampler:

@@ -346,3 +346,30 @@ def test_missing_tracepoints_disable_only_what_needs_them(tmp_path):
         assert states["syscalls"].up and states["process"].up
     finally:
         manager.stop()
+
+
+def test_pinned_maps_of_another_layout_are_made_afresh(tmp_path, bins):
+    """A pin left by another build (here: sc_stats with 8-byte values) must not keep the
+    syscalls probe down: the manager unpins and loads again."""
+    bcc = pytest.importorskip("bcc")
+    pins = Path("/sys/fs/bpf") / f"ort-test-{uuid.uuid4().hex[:8]}"
+    from observe_rt.host.kernel_headers import ensure_bpffs
+
+    ensure_bpffs(pins)
+    try:
+        text = (f'BPF_TABLE_PINNED("hash", u64, u64, sc_stats, 16, "{pins}/sc_stats");\n'
+                "int dummy(void *ctx) { return 0; }")  # fmt: skip
+        stale = bcc.BPF(text=text)
+        stale.cleanup()
+        assert (pins / "sc_stats").exists()
+        manager = ProbeManager(enabled=("syscalls",), pin_dir=pins)
+        try:
+            status = manager.start()
+            assert status.available and status.up("syscalls"), status
+            with tracked(manager) as cgroup:
+                cgroup.run([bins["syscall_loop"], "getcpu", "23"])
+                assert manager.drain_counters()[cgroup.id].calls(NR["getcpu"]) == 23
+        finally:
+            manager.stop()
+    finally:
+        shutil.rmtree(pins, ignore_errors=True)

@@ -33,21 +33,23 @@ def test_a_full_disk_anywhere_in_the_cause_chain_is_resource_exhausted():
 
 
 def test_stop_plugins_of_kills_only_runs_for_that_container(tmp_path):
-    env = dict(os.environ, CNI_CONTAINERID="pod-a", CNI_COMMAND="ADD")
+    env = dict(os.environ, CNI_CONTAINERID="pod-a", CNI_COMMAND="ADD", CNI_IFNAME="eth0")
     mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
                              env=dict(env, CNI_CONTAINERID="pod-b"))  # fmt: skip
+    net1 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            env=dict(env, CNI_IFNAME="net1"))  # fmt: skip
     try:
-        proc = tmp_path / "proc"  # the two processes' environ, as /proc shows them
-        for child in (mine, other):
+        proc = tmp_path / "proc"  # the processes' environ, as /proc shows them
+        for child in (mine, other, net1):
             (proc / str(child.pid)).mkdir(parents=True)
             environ = Path(f"/proc/{child.pid}/environ").read_bytes()
             (proc / str(child.pid) / "environ").write_bytes(environ)
         (proc / "self").mkdir()
-        assert stop_plugins_of("pod-a", str(proc)) == [mine.pid]
+        assert stop_plugins_of("pod-a", "eth0", str(proc)) == [mine.pid]
         assert mine.wait(10) == -9
-        assert other.poll() is None
+        assert other.poll() is None and net1.poll() is None  # another pod; another interface
     finally:
-        for child in (mine, other):
+        for child in (mine, other, net1):
             child.kill()
             child.wait()

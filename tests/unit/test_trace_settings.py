@@ -107,3 +107,17 @@ def test_the_exporter_follows_the_protocol(protocol, endpoint, module):
         assert type(exporter).__module__.startswith(f"opentelemetry.exporter.otlp.proto.{module}")
     finally:
         exporter.shutdown()
+
+
+def test_resource_defaults_and_the_environment_wins(monkeypatch):
+    from observe_rt.trace.provider import resource
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    ours = resource().attributes
+    assert ours["service.name"] == "observe-rt" and ours["host.name"] and ours["service.version"]
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=node-7,team=x")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "runtime-a")
+    theirs = resource().attributes
+    assert (theirs["host.name"], theirs["team"], theirs["service.name"]) == (
+        "node-7", "x", "runtime-a")  # fmt: skip

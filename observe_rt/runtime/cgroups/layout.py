@@ -19,8 +19,9 @@ every mount point with `root`, so unit tests describe a host with a text file an
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
+
+from observe_rt.host.mountinfo import unescape
 
 #: Controllers a v1 cgroup mount may carry in its super options (linux/cgroup_subsys.h).
 V1_CONTROLLERS = frozenset(
@@ -41,8 +42,6 @@ V1_CONTROLLERS = frozenset(
         "misc",
     }
 )
-
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -79,11 +78,6 @@ class _Mount:
     super_options: tuple[str, ...]
 
 
-def _unescape(text: str) -> str:
-    """Undo mountinfo's octal escapes (space is written as \\040)."""
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
-
-
 def parse_mountinfo(text: str) -> list[_Mount]:
     """The cgroup and cgroup2 mounts listed in mountinfo text, in file order."""
     mounts = []
@@ -99,8 +93,8 @@ def parse_mountinfo(text: str) -> list[_Mount]:
             continue
         mounts.append(
             _Mount(
-                mount_point=_unescape(fields[4]),
-                mount_root=_unescape(fields[3]),
+                mount_point=unescape(fields[4]),
+                mount_root=unescape(fields[3]),
                 fstype=fstype,
                 super_options=tuple(fields[sep + 3].split(",")),
             )
@@ -120,7 +114,7 @@ def parse_proc_mounts(text: str) -> list[_Mount]:
             continue
         mounts.append(
             _Mount(
-                mount_point=_unescape(fields[1]),
+                mount_point=unescape(fields[1]),
                 mount_root="/",
                 fstype=fields[2],
                 super_options=tuple(fields[3].split(",")),

@@ -93,10 +93,6 @@ def v2_writes(res: Resources, controllers: frozenset[str]) -> list[tuple[str, st
     if res.pids_limit is not None:
         value = "max" if res.pids_limit in (0, -1) else str(res.pids_limit)
         out.append(("pids.max", value, "linux.resources.pids.limit", False))
-    if res.device_rules and not any(allow and rule == "a *:* rwm"
-                                    for allow, rule in res.device_rules):  # fmt: skip
-        # cgroup v2 controls devices with a BPF program, which observe-rt does not load yet.
-        res.warnings.append("linux.resources.devices: not enforced on cgroup v2 yet")
     for key, value in res.unified.items():
         check_unified_key(key, value, controllers)
         out.append((key, value.rstrip("\n"), f"linux.resources.unified[{key!r}]", False))
