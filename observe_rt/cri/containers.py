@@ -288,8 +288,13 @@ class Containers:
                         self.note_oom_kill(event)
 
     def watch_exits(self, stop: threading.Event, interval: float = 0.5) -> None:
-        """Notice exits without waiting for a status call, so STOPPED events flow."""
+        """Notice exits (and pods whose shim died) without waiting for a status call, so
+        STOPPED events flow and the List RPCs can answer from memory."""
         while not stop.wait(interval):
+            for sandbox in self.sandboxes.store.all():
+                if sandbox.state == "READY":
+                    with contextlib.suppress(Exception):
+                        self.sandboxes.refresh(sandbox)
             for record in self.store.all():
                 if record.state in ("RUNNING", "CREATED") and record.bundle:
                     with contextlib.suppress(Exception):
