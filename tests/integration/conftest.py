@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from observe_rt.cri.v1 import api_pb2
-from tests.support import images
+from tests.support import footprint, images
 from tests.support.bundles import BundleFactory, make_busybox_rootfs, remove_cgroup_tree
 from tests.support.daemon import running_daemon
+from tests.support.faults import FaultyCni, Witness
 from tests.support.registry import running_registry
 
 OBSERVE_RT = str(Path(sys.executable).with_name("observe-rt"))
@@ -105,3 +106,25 @@ def daemon(daemon_registry):
         running.images().PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=image)))
         running.image = image
         yield running
+
+
+# --- the fault tests' shared set-up (test_faults*.py) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def faulty(daemon) -> FaultyCni:
+    """The daemon's CNI chain with a plugin the test can make fail or hang."""
+    return FaultyCni.install(daemon)
+
+
+@pytest.fixture(scope="module")
+def witness(daemon, faulty) -> Witness:
+    """A pod that must live through every fault of the module."""
+    return Witness.start(daemon)
+
+
+@pytest.fixture
+def baseline(daemon, faulty, witness) -> dict:
+    """The host as it is before the fault: only the witness pod."""
+    faulty.set()
+    return footprint.inventory(daemon, counters=False)

@@ -18,12 +18,10 @@ import grpc
 import pytest
 
 from observe_rt.cri.v1 import api_pb2
-from tests.support import footprint, images
+from tests.support import images
 from tests.support.daemon import container_config, pod_config, run_pod, start_container, status
 from tests.support.faults import (
-    FaultyCni,
     SlowLink,
-    Witness,
     assert_converged,
     remove_pod,
     unique_image,
@@ -31,23 +29,6 @@ from tests.support.faults import (
 )
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def faulty(daemon) -> FaultyCni:
-    return FaultyCni.install(daemon)
-
-
-@pytest.fixture(scope="module")
-def witness(daemon, faulty) -> Witness:
-    return Witness.start(daemon)
-
-
-@pytest.fixture
-def baseline(daemon, faulty, witness) -> dict:
-    """The host as it is before the fault: only the witness pod."""
-    faulty.set()
-    return footprint.inventory(daemon, counters=False)
 
 
 # --- CNI ------------------------------------------------------------------------------------

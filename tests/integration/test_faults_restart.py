@@ -21,9 +21,7 @@ from observe_rt.cri.v1 import api_pb2
 from tests.support import footprint, images
 from tests.support.daemon import container_config, pod_config, run_pod, status
 from tests.support.faults import (
-    FaultyCni,
     SlowLink,
-    Witness,
     assert_converged,
     frozen,
     remove_pod,
@@ -32,22 +30,6 @@ from tests.support.faults import (
 )
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture(scope="module")
-def faulty(daemon) -> FaultyCni:
-    return FaultyCni.install(daemon)
-
-
-@pytest.fixture(scope="module")
-def witness(daemon, faulty) -> Witness:
-    return Witness.start(daemon)
-
-
-@pytest.fixture
-def baseline(daemon, faulty, witness) -> dict:
-    faulty.set()
-    return footprint.inventory(daemon, counters=False)
 
 
 class InFlight:
